@@ -1,0 +1,3 @@
+from sloscale.cli import main
+
+main()
