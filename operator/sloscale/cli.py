@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import typer
 
+from sloscale.sandbox import commands as sandbox_commands
+
 app = typer.Typer(
     name="sloscale",
     help="Autoscale vLLM inference to a declared latency or throughput objective.",
@@ -16,6 +18,7 @@ app = typer.Typer(
 )
 sandbox_app = typer.Typer(help="The local sandbox: Kubernetes API emulator, emulated vLLM pods, Prometheus.")
 app.add_typer(sandbox_app, name="sandbox")
+sandbox_commands.register(sandbox_app)
 
 
 @app.command()

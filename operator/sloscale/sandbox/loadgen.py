@@ -17,8 +17,9 @@ second is replayed in 1/X real seconds, and every latency reported is converted 
 seconds (measured wall-clock × X), so the client's numbers and an emulated engine's histograms are
 in the same unit. Against a real vLLM leave `speedup` at 1.
 
-Chunks that carry several tokens (stream coalescing) count as that many tokens, the chunk's gap
-split evenly between them; the token counts come from vLLM's `continuous_usage_stats`.
+Chunks that carry several tokens (stream coalescing) count as that many tokens: the gap since the
+previous chunk is split evenly between them, and tokens that arrive with the first one count a gap
+of 0. The token counts come from vLLM's `continuous_usage_stats`.
 
 Bounded: at most `max_requests` requests and `duration_s` of trace time, at most `max_in_flight`
 outstanding (further arrivals are recorded as dropped, not queued), and a real-time `timeout_s`
@@ -180,13 +181,26 @@ class LoadReport:
 # -- engine metrics --------------------------------------------------------------------------------
 
 
-def parse_histograms(text: str, names: Sequence[str]) -> dict[str, dict[float, float]]:
-    """Cumulative bucket counts per `le` of the named histograms, summed over label sets.
+@dataclass
+class ScrapedHistogram:
+    """One histogram family summed over its label sets: cumulative count per `le`, and the sum."""
+
+    buckets: dict[float, float] = field(default_factory=dict)
+    sum: float = 0.0
+
+    def add(self, other: ScrapedHistogram) -> None:
+        for le, count in other.buckets.items():
+            self.buckets[le] = self.buckets.get(le, 0.0) + count
+        self.sum += other.sum
+
+
+def parse_histograms(text: str, names: Sequence[str]) -> dict[str, ScrapedHistogram]:
+    """The named histograms of a `/metrics` body, summed over label sets (e.g. engines).
 
     Accepts both spellings of vLLM's names (`vllm:` and `vllm_`).
     """
     wanted = {n.replace(":", "_"): n for n in names}
-    out: dict[str, dict[float, float]] = {n: {} for n in names}
+    out = {n: ScrapedHistogram() for n in names}
     for family in text_string_to_metric_families(text):
         name = wanted.get(family.name.replace(":", "_"))
         if name is None or family.type != "histogram":
@@ -194,33 +208,37 @@ def parse_histograms(text: str, names: Sequence[str]) -> dict[str, dict[float, f
         for sample in family.samples:
             if sample.name.endswith("_bucket"):
                 le = float(sample.labels["le"])
-                out[name][le] = out[name].get(le, 0.0) + sample.value
+                out[name].buckets[le] = out[name].buckets.get(le, 0.0) + sample.value
+            elif sample.name.endswith("_sum"):
+                out[name].sum += sample.value
     return out
 
 
-async def scrape_histograms(session: aiohttp.ClientSession, urls: Sequence[str]) -> dict[str, dict[float, float]]:
+async def scrape_histograms(session: aiohttp.ClientSession, urls: Sequence[str]) -> dict[str, ScrapedHistogram]:
     """The engine histograms summed over every pod in `urls`."""
-    total: dict[str, dict[float, float]] = {n: {} for n in ENGINE_HISTOGRAMS.values()}
+    total = {n: ScrapedHistogram() for n in ENGINE_HISTOGRAMS.values()}
     for url in urls:
         async with session.get(url, headers={"Accept": "text/plain"}) as resp:
             resp.raise_for_status()
-            for name, buckets in parse_histograms(await resp.text(), list(total)).items():
-                for le, count in buckets.items():
-                    total[name][le] = total[name].get(le, 0.0) + count
+            for name, scraped in parse_histograms(await resp.text(), list(total)).items():
+                total[name].add(scraped)
     return total
 
 
 def engine_percentiles(
-    before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]
+    before: dict[str, ScrapedHistogram], after: dict[str, ScrapedHistogram]
 ) -> dict[str, dict[str, float | None]]:
-    """Percentiles of what the engines observed during the run (bucket-interpolated, as
-    Prometheus' histogram_quantile does), from the difference of two scrapes."""
+    """What the engines observed during the run, from the difference of two scrapes: the exact
+    mean, and percentiles interpolated inside buckets as Prometheus' histogram_quantile does."""
     out: dict[str, dict[str, float | None]] = {}
     for key, name in ENGINE_HISTOGRAMS.items():
-        bounds = tuple(sorted(after.get(name, {})))
-        counts = tuple(after[name][b] - before.get(name, {}).get(b, 0.0) for b in bounds)
-        hist = Histogram(bounds, counts)
-        summary: dict[str, float | None] = {"count": hist.total}
+        end, start = after[name], before.get(name, ScrapedHistogram())
+        bounds = tuple(sorted(end.buckets))
+        hist = Histogram(bounds, tuple(end.buckets[b] - start.buckets.get(b, 0.0) for b in bounds))
+        summary: dict[str, float | None] = {
+            "count": hist.total,
+            "mean": (end.sum - start.sum) / hist.total if hist.total else None,
+        }
         for q in QUANTILES:
             summary[f"p{q * 100:g}"] = hist.quantile(q)
         out[key] = summary
@@ -302,6 +320,7 @@ class LoadGenerator:
                         if self._in_flight >= cfg.max_in_flight:
                             record.error = "dropped"
                             continue
+                        self._in_flight += 1  # counted here: the task may not run before the next arrival
                         task = asyncio.create_task(self._one(session, endpoint, model, record))
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
@@ -322,9 +341,9 @@ class LoadGenerator:
         return LoadReport(cfg, self.trace.name, self.records, self.itl_gaps, wall, engine)
 
     async def _one(self, session: aiohttp.ClientSession, endpoint: str, model: str, record: RequestRecord) -> None:
-        self._in_flight += 1
         record.sent_s = self._model_now()
         last: float | None = None
+        complete = False
         gaps = array("d")
         try:
             async with session.post(endpoint, json=self._body(model, record.prompt_tokens, record.max_tokens)) as resp:
@@ -338,6 +357,7 @@ class LoadGenerator:
                         continue
                     data = line[5:].strip()
                     if data == b"[DONE]":
+                        complete = True
                         break
                     new = self._new_tokens(json.loads(data), record)
                     if new <= 0:
@@ -355,7 +375,9 @@ class LoadGenerator:
                 if gaps:
                     record.mean_itl_s = sum(gaps) / len(gaps)
                     self.itl_gaps.extend(gaps)
-            if record.output_tokens < 1:
+            if not complete:
+                record.error = "the stream ended without [DONE]"
+            elif record.output_tokens < 1:
                 record.error = "no tokens in the stream"
         except asyncio.CancelledError:
             record.error = "timeout"

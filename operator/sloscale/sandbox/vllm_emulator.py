@@ -81,7 +81,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-model-len", type=int, default=131072)
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--num-gpu-blocks-override", type=int, default=None, help="KV capacity in blocks")
-    p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     p.add_argument("--gpu-profile", default="H100", help="engine timing profile: H100 or A100")
     p.add_argument("--speedup", type=float, default=1.0, help="model seconds per real second")
     p.add_argument("--startup-delay", type=float, default=0.0, help="model load time, model seconds")

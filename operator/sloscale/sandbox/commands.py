@@ -1,0 +1,75 @@
+"""`sloscale sandbox …` commands: bring the sandbox up and down, run one emulated pod, replay load.
+
+`register(sandbox_app)` adds them to the CLI. Every import that pulls in aiohttp, numpy or the
+Kubernetes client happens inside the command, so `sloscale --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def pod(ctx: typer.Context) -> None:
+    """Run one emulated vLLM pod: vLLM's server arguments plus --speedup, --startup-delay, --shutdown-grace."""
+    from sloscale.sandbox.vllm_emulator import main
+
+    main(ctx.args)
+
+
+def loadgen(
+    url: Annotated[str, typer.Option(help="The OpenAI endpoint's base URL (loopback), e.g. http://127.0.0.1:8000.")],
+    trace: Annotated[Path, typer.Option(help="Trace file: Azure CSV or JSONL.", exists=True, dir_okay=False)],
+    rate_scale: Annotated[float, typer.Option(help="Multiply the trace's request rate (time compression).")] = 1.0,
+    speedup: Annotated[float, typer.Option(help="Model seconds per real second; match the pods' --speedup.")] = 1.0,
+    duration: Annotated[float | None, typer.Option(help="Replay this many trace seconds (after rate scaling).")] = None,
+    start: Annotated[float, typer.Option(help="Skip this many trace seconds first (after rate scaling).")] = 0.0,
+    max_requests: Annotated[int | None, typer.Option(help="Send at most this many requests.")] = None,
+    api: Annotated[str, typer.Option(help="completions or chat.")] = "completions",
+    model: Annotated[str | None, typer.Option(help="Served model name (default: the first in /v1/models).")] = None,
+    max_in_flight: Annotated[int, typer.Option(help="Outstanding requests beyond this are dropped.")] = 512,
+    max_context: Annotated[int | None, typer.Option(help="Clip input+output tokens to this.")] = None,
+    timeout: Annotated[float, typer.Option(help="Stop after this many real seconds.")] = 600.0,
+    engine_metrics: Annotated[
+        list[str] | None, typer.Option("--metrics-url", help="Engine /metrics to compare with (repeatable).")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
+    per_request: Annotated[bool, typer.Option(help="Include every request in the JSON report.")] = False,
+) -> None:
+    """Replay a trace open-loop against an endpoint; print client-side (and engine) percentiles."""
+    import asyncio
+
+    from sloscale.sandbox.loadgen import LoadConfig, format_summary, replay
+    from sloscale.traces import load_trace
+
+    try:
+        config = LoadConfig(
+            url=url,
+            model=model,
+            api=api,
+            speedup=speedup,
+            duration_s=duration,
+            max_requests=max_requests,
+            max_in_flight=max_in_flight,
+            max_context=max_context,
+            timeout_s=timeout,
+            metrics_urls=tuple(engine_metrics or ()),
+        )
+        replayed = load_trace(trace)
+        if rate_scale != 1.0:
+            replayed = replayed.scale_rate(rate_scale)
+        if start > 0:
+            replayed = replayed.slice(start)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    report = asyncio.run(replay(config, replayed))
+    typer.echo(format_summary(report.summary()))
+    if output is not None:
+        output.write_text(report.to_json(per_request))
+
+
+def register(sandbox_app: typer.Typer) -> None:
+    sandbox_app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(pod)
+    sandbox_app.command()(loadgen)
