@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from sloscale import run as run_command
 from sloscale.sandbox import commands as sandbox_commands
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
 sandbox_app = typer.Typer(help="The local sandbox: Kubernetes API emulator, emulated vLLM pods, Prometheus.")
 app.add_typer(sandbox_app, name="sandbox")
 sandbox_commands.register(sandbox_app)
+app.command(name="run")(run_command.run)
 
 
 @app.command()

@@ -39,7 +39,9 @@ GROUP = "sloscale.dev"
 VERSION = "v1alpha1"
 KIND = "InferenceService"
 PLURAL = "inferenceservices"
-SERVICE_LABEL = "sloscale.dev/service"  # on every pod of a service; Prometheus turns it into sloscale_service
+SERVICE_LABEL = (
+    "sloscale.dev/service"  # on every pod of a service; Prometheus turns it into sloscale_service
+)
 
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 PERCENT_PATTERN = r"^(100|[0-9]{1,2}(\.[0-9]{1,3})?)%$"
@@ -102,7 +104,9 @@ def percentile_quantile(percentile: Percentile) -> float:
 class _Model(BaseModel):
     """camelCase on the wire, snake_case in Python; fields the CRD does not know are dropped."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore"
+    )
 
 
 class EnvVar(_Model):
@@ -340,10 +344,14 @@ def _latency_target(spec: LatencySpec) -> LatencyTarget:
 def _objective(spec: ObjectiveSpec) -> Objective:
     if spec.type is ObjectiveKind.LATENCY:
         if spec.latency is None or spec.throughput is not None:
-            raise SpecError("objective.type Latency needs objective.latency and no objective.throughput")
+            raise SpecError(
+                "objective.type Latency needs objective.latency and no objective.throughput"
+            )
         return Objective(kind=ObjectiveKind.LATENCY, latency=_latency_target(spec.latency))
     if spec.throughput is None or spec.latency is not None:
-        raise SpecError("objective.type Throughput needs objective.throughput and no objective.latency")
+        raise SpecError(
+            "objective.type Throughput needs objective.throughput and no objective.latency"
+        )
     tokens = spec.throughput.tokens_per_second
     return Objective(
         kind=ObjectiveKind.THROUGHPUT,
@@ -373,11 +381,15 @@ def _check_engine_args(spec: InferenceServiceSpec) -> None:
     args = spec.engine.args
     for flag, owner in _MANAGED_ARGS.items():
         if arg_value(args, flag) is not None or flag in args:
-            raise SpecError(f"engine.args sets {flag}, which the operator derives from {owner}; remove it")
+            raise SpecError(
+                f"engine.args sets {flag}, which the operator derives from {owner}; remove it"
+            )
     batched = arg_value(args, "--max-num-batched-tokens")
     if batched is not None and spec.batching.mode == "Auto":
         if not batched.isdigit():
-            raise SpecError(f"engine.args --max-num-batched-tokens {batched!r} is not a whole number")
+            raise SpecError(
+                f"engine.args --max-num-batched-tokens {batched!r} is not a whole number"
+            )
         if int(batched) < spec.batching.max_max_num_seqs:
             raise SpecError(
                 f"batching.maxMaxNumSeqs {spec.batching.max_max_num_seqs} exceeds "
@@ -390,7 +402,9 @@ def resolve_policy(spec: InferenceServiceSpec, defaults: OperatorDefaults | None
     """The flat policy for one decision: spec values, then operator defaults, then the law's own."""
     defaults = defaults or OperatorDefaults()
     if spec.replicas.min > spec.replicas.max:
-        raise SpecError(f"replicas.min {spec.replicas.min} is above replicas.max {spec.replicas.max}")
+        raise SpecError(
+            f"replicas.min {spec.replicas.min} is above replicas.max {spec.replicas.max}"
+        )
     batching = spec.batching
     if batching.mode == "Auto" and not (
         batching.min_max_num_seqs <= batching.initial_max_num_seqs <= batching.max_max_num_seqs
@@ -400,7 +414,11 @@ def resolve_policy(spec: InferenceServiceSpec, defaults: OperatorDefaults | None
             f"{batching.min_max_num_seqs}, {batching.initial_max_num_seqs}, {batching.max_max_num_seqs}"
         )
     _check_engine_args(spec)
-    base = Policy(objective=_objective(spec.objective), min_replicas=spec.replicas.min, max_replicas=spec.replicas.max)
+    base = Policy(
+        objective=_objective(spec.objective),
+        min_replicas=spec.replicas.min,
+        max_replicas=spec.replicas.max,
+    )
     behavior = spec.behavior
     return dataclasses.replace(
         base,
@@ -417,4 +435,3 @@ def resolve_policy(spec: InferenceServiceSpec, defaults: OperatorDefaults | None
         cold_start_s=parse_duration(spec.cold_start),
         profile=PROFILES[spec.engine_or_default.gpu_profile],
     )
-

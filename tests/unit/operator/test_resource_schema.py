@@ -13,7 +13,18 @@ from sloscale.resource import InferenceService, InferenceServiceSpec
 
 CRD_PATH = Path(__file__).parents[3] / "crds" / "inferenceservice.yaml"
 # Keywords that describe a field's shape; descriptions, CEL rules and list-map hints are not compared.
-SHAPE_KEYS = ("type", "enum", "default", "minimum", "maximum", "minLength", "maxLength", "maxItems", "pattern", "format")
+SHAPE_KEYS = (
+    "type",
+    "enum",
+    "default",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "maxItems",
+    "pattern",
+    "format",
+)
 
 
 def crd_schema() -> dict[str, Any]:
@@ -55,7 +66,9 @@ def canonical_pydantic(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, 
     if node.get("additionalProperties") is True or node.get("extra") == "allow":
         out["open"] = True
     if "properties" in node:
-        out["properties"] = {name: canonical_pydantic(sub, defs) for name, sub in node["properties"].items()}
+        out["properties"] = {
+            name: canonical_pydantic(sub, defs) for name, sub in node["properties"].items()
+        }
     out["required"] = sorted(node.get("required", []))
     if "items" in node:
         out["items"] = canonical_pydantic(node["items"], defs)
@@ -104,7 +117,9 @@ def test_drift_is_detected() -> None:
     assert any("coldStart" in d for d in differences(crd, renamed))
     changed = yaml.safe_load(yaml.safe_dump(models))
     changed["properties"]["replicas"]["properties"]["min"]["default"] = 2
-    assert differences(crd, changed) == [".properties.replicas.properties.min.default: CRD 1 != models 2"]
+    assert differences(crd, changed) == [
+        ".properties.replicas.properties.min.default: CRD 1 != models 2"
+    ]
     changed = yaml.safe_load(yaml.safe_dump(models))
     changed["properties"]["mode"]["enum"] = ["Enforce"]
     assert len(differences(crd, changed)) == 1

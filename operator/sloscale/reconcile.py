@@ -1,0 +1,431 @@
+"""One control tick for every InferenceService: snapshot → decide → actuate → status → events.
+
+This is the only module that mixes I/O with decisions. Its shape follows from one rule: **the
+metrics read is one fetch per tick for all services** (a fixed number of PromQL queries whatever
+the number of services), so ticks are driven by a single fleet-level loop rather than by a timer
+per resource:
+
+1. kopf keeps one daemon per InferenceService alive while this operator instance controls it
+   (`handlers.py`); the daemon registers the resource's live body here and unregisters it when
+   the resource is deleted or when kopf pauses the operator for a peer with higher priority. The
+   registry is therefore exactly the set of services this instance may act on.
+2. Every tick interval, `Fleet.tick(now)` reads the metrics of all registered services with one
+   `fetch`, then reconciles each service independently (a few at a time, each in a worker
+   thread). One service's failure — an invalid spec, a missing target, an API error — is
+   reported on that service and never reaches the others or the loop.
+3. `ServiceReconciler.reconcile` runs one service: resolve the spec into a policy, read (and for
+   owned workloads, render or repair) the workload, decide with the pure control law, move the
+   levers unless the mode is Advisory, then write status and emit events on transitions.
+
+Per service the reconciler keeps, in memory, the control law's `ControlState` and the status it
+last wrote (events are computed against it, not against a possibly lagging watch). After a restart
+both are rebuilt: the state from the workload and the status's `lastScaleTime` /
+`lastBatchChangeTime`, the previous status from the resource itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import socket
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from sloscale.conditions import BLOCKING_REASONS, Reason, blocked_conditions
+from sloscale.events import Event, EventReason, EventType, condition_events, lever_events
+from sloscale.kube import MERGE_PATCH, KubeApi, error_message
+from sloscale.resource import (
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    InferenceServiceSpec,
+    InferenceServiceStatus,
+    OperatorDefaults,
+    SpecError,
+    parse_spec,
+    parse_status,
+    resolve_policy,
+)
+from sloscale.scaling import ControlState, Observation, decide
+from sloscale.scaling.policy import Policy
+from sloscale.scaling.snapshot import (
+    MetricsSnapshot,
+    MetricsUnavailable,
+    Unavailability,
+    WorkloadObservation,
+)
+from sloscale.status import Applied, blocked_status, build_status, to_epoch, to_time
+from sloscale.telemetry import Telemetry
+from sloscale.workload import CONTAINER_NAME, WorkloadError, Workloads, observe, selector_of
+
+logger = logging.getLogger("sloscale.reconcile")
+
+ServiceKey = tuple[str, str]
+MetricsResult = MetricsSnapshot | MetricsUnavailable
+EVENT_MESSAGE_LIMIT = 1024  # the API server's bound on an event message
+
+
+class MetricsSource(Protocol):
+    def fetch(
+        self, services: Collection[ServiceKey], now: float
+    ) -> dict[ServiceKey, MetricsResult]: ...
+
+
+@dataclass
+class Memory:
+    """What the reconciler remembers of one service between ticks."""
+
+    uid: str
+    status: InferenceServiceStatus
+    state: ControlState | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one service's reconcile did: for logs and tests."""
+
+    status: InferenceServiceStatus
+    events: tuple[Event, ...]
+    decided: bool
+
+
+def _status_path(namespace: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+
+
+class ServiceReconciler:
+    """Reconciles one service at a time (synchronous: it runs in a worker thread)."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        telemetry: Telemetry,
+        defaults: OperatorDefaults | None = None,
+        instance: str | None = None,
+    ) -> None:
+        self.api = api
+        self.workloads = Workloads(api)
+        self.telemetry = telemetry
+        self.defaults = defaults or OperatorDefaults()
+        self.instance = instance or socket.gethostname()
+        self.memory: dict[ServiceKey, Memory] = {}
+
+    # -- the workload ---------------------------------------------------------------------------
+
+    def ensure_workload(self, body: Mapping[str, Any]) -> list[Event]:
+        """Render an owned workload or bring it in line with the spec; attached ones are only
+        read. Spec and target problems are left for the tick to report."""
+        try:
+            spec = parse_spec(body["spec"])
+            resolve_policy(spec, self.defaults)
+            _, events = self._workload(body["metadata"], spec)
+        except (SpecError, WorkloadError):
+            return []
+        return events
+
+    def _workload(
+        self, meta: Mapping[str, Any], spec: InferenceServiceSpec
+    ) -> tuple[dict[str, Any], list[Event]]:
+        namespace, name = meta["namespace"], meta["name"]
+        if spec.scale_target_ref is not None:
+            target = spec.scale_target_ref.name
+            found = self.workloads.get_deployment(namespace, target)
+            if found is None:
+                raise WorkloadError(
+                    Reason.TARGET_NOT_FOUND,
+                    f"Deployment {target} (spec.scaleTargetRef) does not exist in namespace {namespace}",
+                )
+            return found, []
+        existing = self.workloads.get_deployment(namespace, name)
+        ensured = self.workloads.ensure_owned(dict(meta), spec, existing)
+        events = []
+        if ensured.action == "Created":
+            events.append(
+                Event(
+                    EventType.NORMAL,
+                    EventReason.WORKLOAD_CREATED,
+                    f"created Deployment and Service {name}",
+                )
+            )
+        elif ensured.action == "Updated":
+            events.append(
+                Event(
+                    EventType.NORMAL,
+                    EventReason.WORKLOAD_UPDATED,
+                    f"pod template of Deployment {name} updated to match the spec (rolling update)",
+                )
+            )
+        return ensured.deployment, events
+
+    # -- one tick -------------------------------------------------------------------------------
+
+    def reconcile(self, body: Mapping[str, Any], metrics: MetricsResult, now: float) -> Outcome:
+        meta = body["metadata"]
+        key: ServiceKey = (meta["namespace"], meta["name"])
+        memory = self.memory.get(key)
+        if memory is None or memory.uid != meta.get("uid"):
+            memory = Memory(uid=meta.get("uid", ""), status=parse_status(body.get("status")))
+            self.memory[key] = memory
+        generation = meta.get("generation")
+        events: list[Event] = []
+        try:
+            spec = parse_spec(body["spec"])
+            policy = resolve_policy(spec, self.defaults)
+            deployment, events = self._workload(meta, spec)
+            container = spec.scale_target_ref.container if spec.scale_target_ref else CONTAINER_NAME
+            pods = self.workloads.list_pods(key[0], selector_of(deployment))
+            seen = observe(deployment, pods, container)
+        except SpecError as exc:
+            return self._blocked(
+                key, memory, Reason.INVALID_SPEC, f"spec: {exc}", generation, now, events
+            )
+        except WorkloadError as exc:
+            reason = Reason(exc.reason) if exc.reason in set(Reason) else Reason.TARGET_NOT_FOUND
+            return self._blocked(key, memory, reason, exc.message, generation, now, events)
+
+        if memory.state is None:
+            memory.state = ControlState.initial(
+                now,
+                seen.replicas,
+                seen.max_num_seqs,
+                last_scale_time=to_epoch(memory.status.last_scale_time),
+                last_batch_change_time=to_epoch(memory.status.last_batch_change_time),
+            )
+        decision, memory.state = decide(Observation(metrics, seen), policy, memory.state, now)
+        applied = seen_levers(seen)
+        if not spec.advisory:
+            applied = self._actuate(
+                deployment, meta, spec, policy, seen, decision.replicas, decision.max_num_seqs
+            )
+
+        status = build_status(
+            memory.status,
+            decision=decision,
+            policy=policy,
+            metrics=metrics,
+            seen=seen,
+            applied=applied,
+            advisory=spec.advisory,
+            generation=generation,
+            now=now,
+        )
+        applied_decision = replace(
+            decision, replicas=applied.replicas, max_num_seqs=applied.max_num_seqs
+        )
+        previous_desired = (
+            memory.status.replicas.desired if memory.status.replicas else None,
+            memory.status.batch.desired if memory.status.batch else None,
+        )
+        events += lever_events(
+            decision if spec.advisory else applied_decision,
+            replicas_before=seen.replicas,
+            batch_before=seen.max_num_seqs,
+            advisory=spec.advisory,
+            recommended_before=previous_desired,
+        )
+        events += condition_events(memory.status.conditions, status.conditions)
+        self._write(key, body, memory, status, events)
+        self.telemetry.record(*key, decision, policy, current=applied.replicas, ready=seen.ready)
+        return Outcome(status, tuple(events), decided=True)
+
+    def _actuate(
+        self,
+        deployment: dict[str, Any],
+        meta: Mapping[str, Any],
+        spec: InferenceServiceSpec,
+        policy: Policy,
+        seen: WorkloadObservation,
+        replicas: int,
+        batch: int | None,
+    ) -> Applied:
+        """Move the levers the decision moved; a refused write is reported, never raised."""
+        namespace = meta["namespace"]
+        target = deployment["metadata"]["name"]
+        applied = seen_levers(seen)
+        try:
+            if replicas != seen.replicas:
+                self.workloads.scale(namespace, target, replicas)
+                applied = replace(applied, replicas=replicas)
+            if policy.batching.enabled and batch is not None and batch != seen.max_num_seqs:
+                self.workloads.set_batch(
+                    deployment,
+                    batch,
+                    owned=(dict(meta), spec) if spec.owned else None,
+                    container=spec.scale_target_ref.container if spec.scale_target_ref else None,
+                )
+                applied = replace(applied, max_num_seqs=batch)
+        except Exception as exc:  # noqa: BLE001 - any refusal is reported on AbleToScale
+            logger.warning(
+                "%s/%s: cannot move the levers: %s", namespace, meta["name"], error_message(exc)
+            )
+            applied = replace(
+                applied, scale_error=f"writing Deployment {target} failed: {error_message(exc)}"
+            )
+        return applied
+
+    def _blocked(
+        self,
+        key: ServiceKey,
+        memory: Memory,
+        reason: Reason,
+        message: str,
+        generation: int | None,
+        now: float,
+        events: list[Event],
+    ) -> Outcome:
+        """A spec or target the operator cannot act on: conditions and an event say why, nothing moves."""
+        assert reason in BLOCKING_REASONS
+        status = blocked_status(
+            memory.status, blocked_conditions(reason, message), generation=generation, now=now
+        )
+        events = [*events, *condition_events(memory.status.conditions, status.conditions)]
+        body = {"metadata": {"namespace": key[0], "name": key[1], "uid": memory.uid}}
+        self._write(key, body, memory, status, events)
+        return Outcome(status, tuple(events), decided=False)
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def _write(
+        self,
+        key: ServiceKey,
+        body: Mapping[str, Any],
+        memory: Memory,
+        status: InferenceServiceStatus,
+        events: list[Event],
+    ) -> None:
+        if status != memory.status:
+            self.api.request(
+                "PATCH",
+                _status_path(*key),
+                body={"status": status.to_patch()},
+                content_type=MERGE_PATCH,
+            )
+            memory.status = status
+        for event in events:
+            self.post_event(body, event)
+
+    def post_event(self, body: Mapping[str, Any], event: Event) -> None:
+        """A core/v1 Event about the InferenceService; a refused event is logged, not retried."""
+        meta = body["metadata"]
+        stamp = to_time(time.time()).isoformat().replace("+00:00", "Z")
+        manifest = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": event.type.value,
+            "reason": event.reason.value,
+            "message": event.message[:EVENT_MESSAGE_LIMIT],
+            "source": {"component": "sloscale"},
+            "reportingComponent": "sloscale.dev/operator",
+            "reportingInstance": self.instance,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            self.api.request(
+                "POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=manifest
+            )
+        except Exception as exc:  # noqa: BLE001 - events are best effort; status holds the record
+            logger.warning("cannot post event %s: %s", event.reason.value, error_message(exc))
+
+    def forget(self, key: ServiceKey) -> None:
+        self.memory.pop(key, None)
+        self.telemetry.forget(*key)
+
+
+def seen_levers(seen: WorkloadObservation) -> Applied:
+    return Applied(replicas=seen.replicas, max_num_seqs=seen.max_num_seqs)
+
+
+@dataclass
+class Fleet:
+    """The services this operator instance controls, and the loop that ticks them all at once."""
+
+    reconciler: ServiceReconciler
+    metrics: MetricsSource
+    telemetry: Telemetry
+    tick_interval_s: float
+    clock: Callable[[], float] = time.time
+    concurrency: int = 4
+    bodies: dict[ServiceKey, Mapping[str, Any]] = field(default_factory=dict)
+    last_tick_end: float | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+    def register(self, body: Mapping[str, Any]) -> None:
+        """Control this service from the next tick on (`body` is kopf's live view of it)."""
+        meta = body["metadata"]
+        self.bodies[(meta["namespace"], meta["name"])] = body
+
+    def unregister(self, namespace: str, name: str) -> None:
+        self.bodies.pop((namespace, name), None)
+        self.reconciler.forget((namespace, name))
+
+    async def ensure_workload(self, body: Mapping[str, Any]) -> None:
+        """Render or check one workload right away (create/update/resume), outside the tick."""
+        snapshot = copy.deepcopy(dict(body))
+        events = await asyncio.to_thread(self.reconciler.ensure_workload, snapshot)
+        for event in events:
+            await asyncio.to_thread(self.reconciler.post_event, snapshot, event)
+
+    async def tick(self, now: float) -> dict[ServiceKey, Outcome | BaseException]:
+        """One fetch for every service, then each service on its own."""
+        started = time.monotonic()
+        # Copies taken on the loop thread: kopf updates the live bodies while workers read them.
+        bodies = {key: copy.deepcopy(dict(body)) for key, body in self.bodies.items()}
+        results: dict[ServiceKey, Outcome | BaseException] = {}
+        if bodies:
+            fetched = await asyncio.to_thread(self.metrics.fetch, list(bodies), now)
+            gate = asyncio.Semaphore(self.concurrency)
+
+            async def one(key: ServiceKey) -> None:
+                missing = MetricsUnavailable(
+                    Unavailability.NO_DATA, "the metrics source returned nothing"
+                )
+                async with gate:
+                    try:
+                        results[key] = await asyncio.to_thread(
+                            self.reconciler.reconcile, bodies[key], fetched.get(key, missing), now
+                        )
+                    except Exception as exc:  # noqa: BLE001 - one service's failure stays its own
+                        logger.exception("%s/%s: reconcile failed", *key)
+                        self.telemetry.reconcile_errors.labels(*key).inc()
+                        results[key] = exc
+
+            await asyncio.gather(*(one(key) for key in bodies))
+        self.telemetry.tick_duration.observe(time.monotonic() - started)
+        self.last_tick_end = time.monotonic()
+        return results
+
+    async def run(self) -> None:
+        """Tick every `tick_interval_s` until cancelled; a tick that overruns skips the missed slots."""
+        next_at = time.monotonic()
+        while True:
+            try:
+                await self.tick(self.clock())
+            except Exception:  # noqa: BLE001 - the loop outlives any single tick
+                logger.exception("tick failed")
+            next_at += self.tick_interval_s
+            now = time.monotonic()
+            if next_at < now:
+                next_at = now + self.tick_interval_s - (now - next_at) % self.tick_interval_s
+            await asyncio.sleep(next_at - now)
+
+    def healthy(self, grace_s: float = 60.0) -> bool:
+        """True while ticks complete: within three intervals, after a start-up grace."""
+        now = time.monotonic()
+        if self.last_tick_end is None:
+            return now - self.started_at < grace_s + 3 * self.tick_interval_s
+        return now - self.last_tick_end < 3 * self.tick_interval_s + grace_s / 4

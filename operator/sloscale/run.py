@@ -1,0 +1,158 @@
+"""`sloscale run`: start the operator.
+
+Every flag has an environment variable (the Helm chart sets those), and the flags only fill a
+`RunConfig`; the clients are built from it in the one composition root, kopf's startup handler
+(`handlers.py`). kopf itself runs programmatically: standalone unless `--peering` names a peering
+object, cluster-wide unless `--namespace` lists namespaces. SIGTERM and SIGINT stop it gracefully
+(the tick loop is cancelled, the telemetry server closed).
+
+Heavy imports (kopf, the Kubernetes client) happen inside the command, so that `sloscale --help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+
+from sloscale.resource import SpecError, parse_duration
+
+DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring:9090"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    namespaces: tuple[str, ...]  # empty: all namespaces
+    prometheus_url: str = DEFAULT_PROMETHEUS_URL
+    prometheus_bearer_token_file: str | None = None
+    prometheus_ca_file: str | None = None
+    prometheus_insecure_skip_verify: bool = False
+    tick_interval_s: float = 15.0
+    metrics_port: int = 8080
+    peering: str | None = None  # None: standalone
+    log_level: str = "info"
+    kubeconfig: str | None = None  # None: in-cluster service account
+
+
+def split_namespaces(values: list[str] | None) -> tuple[str, ...]:
+    """`--namespace a --namespace b`, or `SLOSCALE_NAMESPACES=a,b`: both spellings, deduplicated."""
+    seen: list[str] = []
+    for value in values or []:
+        for part in value.split(","):
+            if part.strip() and part.strip() not in seen:
+                seen.append(part.strip())
+    return tuple(seen)
+
+
+def run(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--namespace",
+            envvar="SLOSCALE_NAMESPACES",
+            help="Namespace to watch (repeatable; the env var takes a comma-separated list). None: all.",
+        ),
+    ] = None,
+    prometheus_url: Annotated[
+        str,
+        typer.Option(envvar="SLOSCALE_PROMETHEUS_URL", help="Prometheus holding the vLLM metrics."),
+    ] = DEFAULT_PROMETHEUS_URL,
+    prometheus_bearer_token_file: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SLOSCALE_PROMETHEUS_BEARER_TOKEN_FILE",
+            help="Bearer token for Prometheus, re-read each tick.",
+        ),
+    ] = None,
+    prometheus_ca_file: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SLOSCALE_PROMETHEUS_CA_FILE", help="CA bundle to verify Prometheus' TLS with."
+        ),
+    ] = None,
+    prometheus_insecure_skip_verify: Annotated[
+        bool,
+        typer.Option(
+            "--prometheus-insecure-skip-verify",
+            envvar="SLOSCALE_PROMETHEUS_INSECURE_SKIP_VERIFY",
+            help="Do not verify Prometheus' TLS certificate.",
+        ),
+    ] = False,
+    tick_interval: Annotated[
+        str,
+        typer.Option(
+            envvar="SLOSCALE_TICK_INTERVAL", help="How often every service is reconciled, e.g. 15s."
+        ),
+    ] = "15s",
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            envvar="SLOSCALE_METRICS_PORT", help="Port of the operator's own /metrics and /healthz."
+        ),
+    ] = 8080,
+    peering: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SLOSCALE_PEERING",
+            help="kopf peering object for several replicas, one active. Unset: standalone.",
+        ),
+    ] = None,
+    log_level: Annotated[
+        str, typer.Option(envvar="SLOSCALE_LOG_LEVEL", help="debug, info, warning or error.")
+    ] = "info",
+    kubeconfig: Annotated[
+        str | None,
+        typer.Option(
+            envvar="KUBECONFIG", help="Kubeconfig file. Unset: the pod's service account."
+        ),
+    ] = None,
+) -> None:
+    """Run the operator: hold every InferenceService's objective with replicas and batch size."""
+    try:
+        interval = parse_duration(tick_interval)
+    except SpecError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tick-interval") from exc
+    if interval <= 0:
+        raise typer.BadParameter("must be positive", param_hint="--tick-interval")
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        raise typer.BadParameter(f"{log_level!r} is not a log level", param_hint="--log-level")
+    if kubeconfig is None and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        raise typer.BadParameter(
+            "not running in a cluster: pass --kubeconfig (or set KUBECONFIG)",
+            param_hint="--kubeconfig",
+        )
+    config = RunConfig(
+        namespaces=split_namespaces(namespace),
+        prometheus_url=prometheus_url,
+        prometheus_bearer_token_file=prometheus_bearer_token_file,
+        prometheus_ca_file=prometheus_ca_file,
+        prometheus_insecure_skip_verify=prometheus_insecure_skip_verify,
+        tick_interval_s=interval,
+        metrics_port=metrics_port,
+        peering=peering,
+        log_level=log_level,
+        kubeconfig=kubeconfig,
+    )
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_operator(config)
+
+
+def run_operator(config: RunConfig) -> None:
+    """Run kopf with the operator's handlers until SIGTERM/SIGINT."""
+    import kopf
+
+    from sloscale.handlers import registry
+
+    kopf.run(
+        registry=registry,
+        memo=kopf.Memo(config=config),
+        standalone=config.peering is None,
+        peering_name=config.peering,
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
+    )
