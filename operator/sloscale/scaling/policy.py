@@ -90,10 +90,11 @@ class EngineProfile:
     e_ms_per_pair: float
     kv_capacity_tokens: int
     max_num_batched_tokens: int
+    default_max_num_seqs: int = 256  # vLLM's --max-num-seqs when the pod template does not set it
 
 
-H100 = EngineProfile("H100", 6.44, 0.0208, 80.0, 4.37e-5, 1.3e-6, 430_000, 8192)
-A100 = EngineProfile("A100", 10.5, 0.0671, 80.0, 7.2e-5, 2.6e-6, 430_000, 2048)
+H100 = EngineProfile("H100", 6.44, 0.0208, 80.0, 4.37e-5, 1.3e-6, 430_000, 8192, default_max_num_seqs=1024)
+A100 = EngineProfile("A100", 10.5, 0.0671, 80.0, 7.2e-5, 2.6e-6, 430_000, 2048, default_max_num_seqs=256)
 PROFILES = {p.name: p for p in (H100, A100)}
 
 
@@ -108,3 +109,7 @@ class Policy:
     tolerance: float = 0.10
     cold_start_s: float = 120.0
     profile: EngineProfile = H100
+    # The capacity model must predict the objective with this share of the target to spare ...
+    target_margin: float = 0.10
+    # ... and each replica's batch slots busy at most this share of the time (stable queues).
+    max_utilization: float = 0.85

@@ -1,0 +1,174 @@
+"""Stage 2, observe: fold one fresh snapshot into the state.
+
+* Demand: the arrival rate is completions plus the queue's growth since the last tick (under
+  overload completions only show capacity); it joins a bounded history for the trend.
+* Mix: mean prompt and output tokens per request, smoothed.
+* Capacity fit: the observed mean step time (running sequences ÷ output tokens/s) at the
+  observed running-per-pod joins the step-curve fit (`capacity`); skipped during a rollout, when
+  pods of two batch settings mix.
+* Calibration: the model's latency percentiles against the observed ones (`calibrate`).
+* Cold start: from the created→ready times of recently started pods (`forecast`).
+* Attainment: the tick's objective histogram joins the evaluation window (`attainment`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from sloscale.scaling.attainment import accumulate
+from sloscale.scaling.calibrate import calibrate
+from sloscale.scaling.capacity import StepCurve, update_fit
+from sloscale.scaling.decision import StageOutcome
+from sloscale.scaling.fmt import number, seconds
+from sloscale.scaling.forecast import measure_cold_start
+from sloscale.scaling.policy import LatencyMetric, Policy
+from sloscale.scaling.reasons import Reason, Stage
+from sloscale.scaling.snapshot import Histogram, MetricsSnapshot, WorkloadObservation
+from sloscale.scaling.state import (
+    DEFAULT_MIX,
+    DEMAND_SAMPLE_SPACING_S,
+    MAX_DEMAND_SAMPLES,
+    AttainmentState,
+    ControlState,
+    Mix,
+    append_bounded,
+)
+
+DEMAND_HISTORY_S = 600.0
+MIX_SMOOTHING = 0.3
+MIN_RUNNING_TO_FIT = 1.0
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What this tick adds to the model: demand now and the service's fitted curve."""
+
+    arrival_rps: float
+    mix: Mix
+    curve: StepCurve
+    cold_start_s: float
+    batch: int  # the batch cap in force (vLLM's default when the template sets none)
+    concurrency: float  # mean running sequences per reporting pod
+
+
+def effective_batch(workload: WorkloadObservation, policy: Policy) -> int:
+    return (
+        workload.max_num_seqs
+        if workload.max_num_seqs is not None
+        else policy.profile.default_max_num_seqs
+    )
+
+
+def objective_histogram(snapshot: MetricsSnapshot, metric: LatencyMetric) -> Histogram:
+    if metric is LatencyMetric.TTFT:
+        return snapshot.ttft
+    if metric is LatencyMetric.ITL:
+        return snapshot.itl
+    return snapshot.e2e
+
+
+def arrival_rate(snapshot: MetricsSnapshot, state: ControlState, now: float) -> float:
+    """Completions plus the queue's growth: arrivals, even while capacity is short."""
+    growth = 0.0
+    if state.last_tick is not None and state.last_waiting is not None and now > state.last_tick:
+        growth = max(0.0, (snapshot.waiting - state.last_waiting) / (now - state.last_tick))
+    return snapshot.requests_per_s + growth
+
+
+def observed_mix(snapshot: MetricsSnapshot, previous: Mix | None) -> Mix | None:
+    if snapshot.requests_per_s <= 0.0 or snapshot.generation_tokens_per_s <= 0.0:
+        return previous
+    now = Mix(
+        snapshot.prompt_tokens_per_s / snapshot.requests_per_s,
+        snapshot.generation_tokens_per_s / snapshot.requests_per_s,
+    )
+    if previous is None:
+        return now
+    w = MIX_SMOOTHING
+    return Mix(
+        (1 - w) * previous.input_tokens + w * now.input_tokens,
+        (1 - w) * previous.output_tokens + w * now.output_tokens,
+    )
+
+
+def observe(
+    state: ControlState,
+    snapshot: MetricsSnapshot,
+    workload: WorkloadObservation,
+    policy: Policy,
+    now: float,
+) -> tuple[ControlState, Observed, StageOutcome]:
+    arrival = arrival_rate(snapshot, state, now)
+    demand = append_bounded(
+        state.demand,
+        (now, arrival),
+        horizon_s=DEMAND_HISTORY_S,
+        max_len=MAX_DEMAND_SAMPLES,
+        spacing_s=DEMAND_SAMPLE_SPACING_S,
+    )
+    mix = observed_mix(snapshot, state.mix)
+    used_mix = mix or DEFAULT_MIX
+    batch = effective_batch(workload, policy)
+    pods = max(snapshot.pods_reporting, 1)
+    concurrency = snapshot.running / pods
+
+    fit = state.fit
+    if (
+        not workload.rollout_in_progress
+        and snapshot.running >= MIN_RUNNING_TO_FIT
+        and snapshot.generation_tokens_per_s > 0.0
+    ):
+        prior = StepCurve.prior(policy.profile, used_mix)
+        fit = update_fit(
+            fit, prior, concurrency, snapshot.running / snapshot.generation_tokens_per_s, now
+        )
+    curve = StepCurve.fitted(policy.profile, used_mix, fit)
+
+    calibration = state.calibration
+    if not workload.rollout_in_progress:
+        calibration = calibrate(
+            calibration, curve, snapshot, batch, policy.objective.latency.quantile
+        )
+
+    cold_start = measure_cold_start(workload.pod_start_durations_s, state.cold_start_s)
+
+    target = policy.objective.latency
+    tick_s = (
+        0.0 if state.last_tick is None else min(max(now - state.last_tick, 0.0), target.window_s)
+    )
+    att = accumulate(
+        state.attainment or AttainmentState(window_start=now),
+        objective_histogram(snapshot, target.metric),
+        tick_s,
+        target,
+        now,
+    )
+
+    new_state = replace(
+        state,
+        last_tick=now,
+        last_waiting=snapshot.waiting,
+        demand=demand,
+        mix=mix,
+        fit=fit,
+        calibration=calibration,
+        cold_start_s=cold_start,
+        attainment=att,
+    )
+    observed = Observed(
+        arrival_rps=arrival,
+        mix=used_mix,
+        curve=curve,
+        cold_start_s=cold_start if cold_start is not None else policy.cold_start_s,
+        batch=batch,
+        concurrency=concurrency,
+    )
+    outcome = StageOutcome(
+        Stage.OBSERVE,
+        Reason.STATE_UPDATED,
+        f"arrivals {number(arrival)} req/s; mix {number(used_mix.input_tokens)}/"
+        f"{number(used_mix.output_tokens)} tokens; step {seconds(curve.step_s(max(concurrency, 1.0)))} "
+        f"at {number(concurrency)} running per pod (fit α={curve.alpha:.2f} β={curve.beta:.2f}); "
+        f"cold start {seconds(observed.cold_start_s)}",
+    )
+    return new_state, observed, outcome

@@ -1,0 +1,267 @@
+"""Stage 5, recommend: the cheapest (replicas, max_num_seqs) pair predicted to hold the objective.
+
+For each candidate batch (the current one; with batching enabled also the bounds, the initial
+value and the powers of two between them) the fewest replicas whose prediction holds — every
+replica's utilisation ≤ `policy.max_utilization` and the objective's percentile ≤ target ×
+(1 − `policy.target_margin`) — is found by bisection (predictions improve monotonically with
+replicas). The cheapest wins; ties go to the current batch (a batch change restarts pods), then
+to the larger headroom. A throughput objective sizes for max(forecast demand, tokens/s target)
+and breaks ties towards more tokens per replica, so its batch grows while the bound holds.
+
+Two corrections follow the model:
+
+* feedback — the objective is violated while the model says the current replicas hold it, with
+  no pods starting and no per-token cause: step up in proportion to observed ÷ target
+  (`Reason.MODEL_CORRECTION`); the fit and calibration catch up meanwhile;
+* pods starting are coming capacity — while any warm, the recommendation never goes below the
+  replicas already requested, and goes above them only when the forecast needs more.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from sloscale.scaling.capacity import Prediction, StepCurve, predict
+from sloscale.scaling.decision import StageOutcome
+from sloscale.scaling.evaluate import Evaluation
+from sloscale.scaling.fmt import number, seconds
+from sloscale.scaling.forecast import Forecast
+from sloscale.scaling.policy import ObjectiveKind, Policy
+from sloscale.scaling.reasons import Reason, Stage
+from sloscale.scaling.snapshot import WorkloadObservation
+from sloscale.scaling.state import Calibration
+
+BEST_EFFORT_SLACK = 0.1
+
+
+@dataclass(frozen=True)
+class Option:
+    """A (replicas, batch) pair and the model's prediction for it."""
+
+    batch: int
+    replicas: int
+    prediction: Prediction
+    feasible: bool  # holds the objective at or below max_replicas
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    best: Option  # the cheapest pair over all candidate batches
+    keep: Option  # the cheapest with the batch in force
+    demand_rps: float  # what the options were sized for
+    floor: int  # replicas the corrections ask for at least (0: none)
+    correction: int  # replicas the feedback step asks for (0: none)
+
+
+def batch_candidates(policy: Policy, current: int) -> tuple[int, ...]:
+    """Batches worth predicting: current, bounds, initial and powers of two between the bounds."""
+    b = policy.batching
+    if not b.enabled:
+        return (current,)
+    found = {b.min_seqs, b.max_seqs, min(max(b.initial_seqs, b.min_seqs), b.max_seqs)}
+    if b.min_seqs <= current <= b.max_seqs:
+        found.add(current)
+    power = 1
+    while power <= b.max_seqs:
+        if power >= b.min_seqs:
+            found.add(power)
+        power *= 2
+    return tuple(sorted(found))
+
+
+def holds(prediction: Prediction, policy: Policy, margin: float) -> bool:
+    bound = policy.objective.latency
+    return prediction.utilization <= policy.max_utilization and prediction.latency(
+        bound.metric
+    ) <= bound.target_s * (1.0 - margin)
+
+
+def sizing_demand(policy: Policy, forecast: Forecast, curve: StepCurve) -> float:
+    """Requests/s to provision for: the forecast, or the throughput target when higher."""
+    tokens = policy.objective.tokens_per_s
+    if policy.objective.kind is ObjectiveKind.THROUGHPUT and tokens is not None:
+        return max(forecast.forecast_rps, tokens / curve.output_tokens)
+    return forecast.forecast_rps
+
+
+def fewest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
+    """The smallest n in [lo, hi] with ok(n), given ok(hi) and ok monotone in n."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+def cheapest(
+    curve: StepCurve, cal: Calibration, batch: int, demand: float, policy: Policy, margin: float
+) -> Option:
+    """The fewest replicas at `batch` whose prediction holds (bisection: predictions improve
+    monotonically with replicas).
+
+    When even max_replicas does not hold, the best effort is the fewest replicas within
+    `BEST_EFFORT_SLACK` of the latency max_replicas achieves (with utilisation in bounds when
+    possible): below the idle floor, more replicas buy nothing.
+    """
+    q = policy.objective.latency.quantile
+    metric = policy.objective.latency.metric
+    top = max(policy.max_replicas, 1)
+    at_top = predict(curve, cal, top, batch, demand, q)
+    need = math.ceil(demand / (curve.capacity_rps(batch) * policy.max_utilization) - 1e-9)
+    lo = min(max(1, policy.min_replicas, need), top)
+
+    def prediction(n: int) -> Prediction:
+        return at_top if n == top else predict(curve, cal, n, batch, demand, q)
+
+    if holds(at_top, policy, margin):
+        n = fewest(lo, top, lambda k: holds(prediction(k), policy, margin))
+        return Option(batch, n, prediction(n), feasible=True)
+    best_latency = at_top.latency(metric)
+    if math.isinf(best_latency):
+        return Option(batch, top, at_top, feasible=False)
+    n = fewest(
+        lo, top, lambda k: prediction(k).latency(metric) <= best_latency * (1 + BEST_EFFORT_SLACK)
+    )
+    return Option(batch, n, prediction(n), feasible=False)
+
+
+def preference(option: Option, current: int, policy: Policy) -> tuple[float, ...]:
+    """Sort key: cheapest first, then (latency) the current batch or (throughput) more tokens."""
+    metric = policy.objective.latency.metric
+    score = option.prediction.latency(metric) / policy.objective.latency.target_s
+    if policy.objective.kind is ObjectiveKind.THROUGHPUT:
+        return (
+            0 if option.feasible else 1,
+            option.replicas,
+            -option.prediction.capacity_rps,
+            score,
+        )
+    return (
+        0 if option.feasible else 1,
+        option.replicas,
+        0 if option.batch == current else 1,
+        score,
+    )
+
+
+def recommend(
+    curve: StepCurve,
+    cal: Calibration,
+    policy: Policy,
+    workload: WorkloadObservation,
+    batch: int,
+    forecast: Forecast,
+    evaluation: Evaluation,
+    zero_traffic: bool,
+) -> Recommendation:
+    """Size the fleet for the forecast; see the module docstring for the rules."""
+    q = policy.objective.latency.quantile
+    if zero_traffic:
+        idle = predict(curve, cal, policy.min_replicas, batch, 0.0, q)
+        keep = Option(batch, policy.min_replicas, idle, feasible=True)
+        return Recommendation(keep, keep, 0.0, 0, 0)
+
+    demand = sizing_demand(policy, forecast, curve)
+    margin = policy.target_margin
+    options = [
+        cheapest(curve, cal, b, demand, policy, margin) for b in batch_candidates(policy, batch)
+    ]
+    keep = next((o for o in options if o.batch == batch), None) or cheapest(
+        curve, cal, batch, demand, policy, margin
+    )
+    best = min(options, key=lambda o: preference(o, batch, policy))
+
+    floor = correction = 0
+    if (
+        evaluation.met is False
+        and evaluation.ratio is not None
+        and not evaluation.per_token
+        and workload.starting == 0
+        and holds(
+            predict(curve, cal, max(workload.replicas, 1), batch, forecast.current_rps, q),
+            policy,
+            0.0,
+        )
+    ):
+        floor = correction = max(
+            workload.replicas + 1, math.ceil(workload.replicas * evaluation.ratio)
+        )
+    if workload.starting > 0:
+        floor = max(floor, workload.replicas)
+    return Recommendation(best, keep, demand, floor, correction)
+
+
+def with_floor(option: Option, rec: Recommendation) -> Option:
+    """The option with the corrections' floor applied (after the batch gate compared options)."""
+    return replace(option, replicas=rec.floor) if rec.floor > option.replicas else option
+
+
+def explain(
+    option: Option,
+    rec: Recommendation,
+    policy: Policy,
+    workload: WorkloadObservation,
+    forecast: Forecast,
+    evaluation: Evaluation,
+    zero_traffic: bool,
+) -> StageOutcome:
+    """The recommend stage's outcome for the option the batch gate settled on."""
+    if zero_traffic:
+        return StageOutcome(
+            Stage.RECOMMEND,
+            Reason.ZERO_TRAFFIC,
+            f"zero traffic: {option.replicas} replicas (the minimum)",
+        )
+    reason = cause(option, rec, workload, policy, evaluation)
+    bound = policy.objective.latency
+    p = option.prediction
+    message = (
+        f"{option.replicas} replicas at batch {option.batch}: demand {number(forecast.current_rps)} req/s"
+        f" (sized for {number(rec.demand_rps)} over {seconds(forecast.horizon_s)}); capacity"
+        f" {number(p.capacity_rps)} req/s per replica; predicted {bound.name}"
+        f" {seconds(p.latency(bound.metric))} at utilisation {p.utilization:.0%}"
+    )
+    if reason is Reason.MODEL_CORRECTION:
+        message += (
+            f"; observed {seconds(evaluation.observed_s)} > {seconds(bound.target_s)} while the model"
+            f" holds: ×{evaluation.ratio:.2f}"
+        )
+    elif reason is Reason.PODS_STARTING:
+        message += f"; {workload.starting} pods starting count as capacity"
+    if not option.feasible:
+        message += f"; not enough even at {policy.max_replicas} replicas"
+    return StageOutcome(Stage.RECOMMEND, reason, message)
+
+
+def cause(
+    option: Option,
+    rec: Recommendation,
+    workload: WorkloadObservation,
+    policy: Policy,
+    evaluation: Evaluation,
+) -> Reason:
+    """Name why the recommendation moves (or holds) the replicas."""
+    if rec.correction and option.replicas == rec.correction:
+        return Reason.MODEL_CORRECTION
+    if workload.starting > 0 and option.replicas <= workload.replicas:
+        return Reason.PODS_STARTING
+    if option.replicas > workload.replicas:
+        if evaluation.queueing:
+            return Reason.QUEUEING_DELAY
+        if evaluation.per_token:
+            return Reason.PER_TOKEN_LATENCY
+        if (
+            policy.objective.kind is ObjectiveKind.THROUGHPUT
+            and policy.objective.tokens_per_s is not None
+        ):
+            return Reason.THROUGHPUT_TARGET
+        return Reason.FORECAST_DEMAND
+    if option.replicas < workload.replicas:
+        return Reason.EXCESS_CAPACITY
+    if evaluation.per_token and option.batch != rec.keep.batch:
+        return Reason.PER_TOKEN_LATENCY
+    return Reason.OBJECTIVE_HELD
