@@ -74,7 +74,9 @@ def parse_vector(result: object, service_label: str) -> dict[ServiceKey, list[Sa
         namespace, service = labels.get("namespace"), labels.get(service_label)
         if not isinstance(namespace, str) or not isinstance(service, str):
             continue
-        grouped.setdefault((namespace, service), []).append(Sample(labels, _number(item.get("value"))))
+        grouped.setdefault((namespace, service), []).append(
+            Sample(labels, _number(item.get("value")))
+        )
     return grouped
 
 
@@ -95,7 +97,9 @@ class _Unusable(Exception):
         self.message = message
 
 
-def _scalar(samples: Sequence[Sample] | None, what: str, *, upper: float = math.inf) -> float | None:
+def _scalar(
+    samples: Sequence[Sample] | None, what: str, *, upper: float = math.inf
+) -> float | None:
     if not samples:
         return None
     value = samples[0].value
@@ -113,10 +117,13 @@ def _histogram(samples: Sequence[Sample] | None, what: str) -> Histogram | None:
             bound = float(sample.labels["le"])
         except (KeyError, ValueError):
             raise _Unusable(
-                Unavailability.MALFORMED, f"{what} has a bucket without a numeric le ({sample.labels.get('le')!r})"
+                Unavailability.MALFORMED,
+                f"{what} has a bucket without a numeric le ({sample.labels.get('le')!r})",
             ) from None
         if math.isnan(bound) or not math.isfinite(sample.value) or sample.value < 0:
-            raise _Unusable(Unavailability.MALFORMED, f"{what} bucket le={bound:g} has rate {sample.value:g}")
+            raise _Unusable(
+                Unavailability.MALFORMED, f"{what} bucket le={bound:g} has rate {sample.value:g}"
+            )
         buckets[bound] = buckets.get(bound, 0.0) + sample.value
     bounds = tuple(sorted(buckets))
     if not math.isinf(bounds[-1]):
@@ -255,7 +262,12 @@ class PrometheusMetricsSource:
             headers=self._headers,
             session=session,
             # Queries are reads: safe to retry whatever the HTTP verb.
-            retry=Retry(total=retries, backoff_factor=0.2, status_forcelist=[502, 503, 504], allowed_methods=None),
+            retry=Retry(
+                total=retries,
+                backoff_factor=0.2,
+                status_forcelist=[502, 503, 504],
+                allowed_methods=None,
+            ),
             timeout=timeout_s,
         )
         self._timeout_s = timeout_s
@@ -287,16 +299,26 @@ class PrometheusMetricsSource:
         for key, expression in self.queries.all(namespaces).items():
             try:
                 raw = self._query(expression, now)
-            except (OSError, PrometheusApiClientException, ValueError, KeyError, TypeError) as error:
+            except (
+                OSError,
+                PrometheusApiClientException,
+                ValueError,
+                KeyError,
+                TypeError,
+            ) as error:
                 # OSError covers requests' connection errors and timeouts.
                 return _unavailable_for_all(
-                    services, Unavailability.QUERY_FAILED, f"Prometheus at {self.url}: {self._describe(error)}"
+                    services,
+                    Unavailability.QUERY_FAILED,
+                    f"Prometheus at {self.url}: {self._describe(error)}",
                 )
             try:
                 answers[key] = parse_vector(raw, self.queries.service_label)
             except MalformedAnswer as error:
                 return _unavailable_for_all(
-                    services, Unavailability.MALFORMED, f"Prometheus answered something unreadable: {error}"
+                    services,
+                    Unavailability.MALFORMED,
+                    f"Prometheus answered something unreadable: {error}",
                 )
         return assemble(answers, services, now, self.queries)
 

@@ -62,19 +62,29 @@ class Family:
 
 RUNNING = Family("running", Kind.GAUGE_SUM, ("num_requests_running",))
 WAITING = Family("waiting", Kind.GAUGE_SUM, ("num_requests_waiting",))
-KV_USAGE = Family("kv_usage", Kind.GAUGE_MAX, ("kv_cache_usage_perc", "gpu_cache_usage_perc"), required=False)
+KV_USAGE = Family(
+    "kv_usage", Kind.GAUGE_MAX, ("kv_cache_usage_perc", "gpu_cache_usage_perc"), required=False
+)
 REQUESTS = Family("requests", Kind.RATE, ("request_success_total",))
 PROMPT_TOKENS = Family("prompt_tokens", Kind.RATE, ("prompt_tokens_total",))
 GENERATION_TOKENS = Family("generation_tokens", Kind.RATE, ("generation_tokens_total",))
 PREEMPTIONS = Family("preemptions", Kind.RATE, ("num_preemptions_total",), required=False)
 TTFT = Family("ttft", Kind.HISTOGRAM, ("time_to_first_token_seconds_bucket",))
 ITL = Family(
-    "itl", Kind.HISTOGRAM, ("inter_token_latency_seconds_bucket", "time_per_output_token_seconds_bucket")
+    "itl",
+    Kind.HISTOGRAM,
+    ("inter_token_latency_seconds_bucket", "time_per_output_token_seconds_bucket"),
 )
 E2E = Family("e2e", Kind.HISTOGRAM, ("e2e_request_latency_seconds_bucket",))
-QUEUE_TIME = Family("queue_time", Kind.HISTOGRAM, ("request_queue_time_seconds_bucket",), required=False)
-PREFILL_TIME = Family("prefill_time", Kind.HISTOGRAM, ("request_prefill_time_seconds_bucket",), required=False)
-DECODE_TIME = Family("decode_time", Kind.HISTOGRAM, ("request_decode_time_seconds_bucket",), required=False)
+QUEUE_TIME = Family(
+    "queue_time", Kind.HISTOGRAM, ("request_queue_time_seconds_bucket",), required=False
+)
+PREFILL_TIME = Family(
+    "prefill_time", Kind.HISTOGRAM, ("request_prefill_time_seconds_bucket",), required=False
+)
+DECODE_TIME = Family(
+    "decode_time", Kind.HISTOGRAM, ("request_decode_time_seconds_bucket",), required=False
+)
 
 FAMILIES: tuple[Family, ...] = (
     RUNNING,
@@ -143,7 +153,7 @@ class QuerySet:
         """Series of labelled pods, limited to the namespaces asked about."""
         names = sorted(set(namespaces))
         alternatives = "|".join(re.escape(n) for n in names)
-        return f"namespace=~{string_literal(alternatives)},{self.service_label}!=\"\""
+        return f'namespace=~{string_literal(alternatives)},{self.service_label}!=""'
 
     def _group(self, *extra: str) -> str:
         return ", ".join(("namespace", self.service_label, *extra))

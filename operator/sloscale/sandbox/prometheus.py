@@ -194,15 +194,21 @@ class PrometheusServer:
             "--log.level=warn",
         ]
         with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self._process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise PrometheusFailed(f"prometheus exited with {self._process.returncode}: {self._log_tail()}")
+                raise PrometheusFailed(
+                    f"prometheus exited with {self._process.returncode}: {self._log_tail()}"
+                )
             if self._get("/-/ready", timeout_s=1.0) is not None:
                 return
             time.sleep(0.05)
-        raise PrometheusFailed(f"prometheus not ready after {self.ready_timeout_s:g}s: {self._log_tail()}")
+        raise PrometheusFailed(
+            f"prometheus not ready after {self.ready_timeout_s:g}s: {self._log_tail()}"
+        )
 
     def stop(self) -> None:
         """Stop the process: SIGTERM, then SIGKILL after 10 s. Safe to call more than once."""
@@ -229,7 +235,10 @@ class PrometheusServer:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -237,7 +246,10 @@ class PrometheusServer:
         return await asyncio.to_thread(self.start)
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await asyncio.to_thread(self.stop)
 
@@ -264,8 +276,13 @@ class PrometheusServer:
             if len(up) >= n:
                 return up
             if time.monotonic() >= deadline:
-                seen = ", ".join(f"{t.get('scrapeUrl')}: {t.get('health')} {t.get('lastError', '')}" for t in targets)
-                raise TimeoutError(f"{len(up)} of {n} targets up after {timeout:g}s ({seen or 'no targets'})")
+                seen = ", ".join(
+                    f"{t.get('scrapeUrl')}: {t.get('health')} {t.get('lastError', '')}"
+                    for t in targets
+                )
+                raise TimeoutError(
+                    f"{len(up)} of {n} targets up after {timeout:g}s ({seen or 'no targets'})"
+                )
             time.sleep(0.2)
 
     def _get(self, path: str, timeout_s: float) -> bytes | None:

@@ -118,24 +118,37 @@ class VllmMetrics:
             family = Histogram(name, doc, labelnames, registry=self.registry, buckets=buckets)
             return family.labels(*self._labels)
 
-        self.running = gauge("vllm:num_requests_running", "Number of requests in model execution batches.")
-        self.waiting = gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.")
+        self.running = gauge(
+            "vllm:num_requests_running", "Number of requests in model execution batches."
+        )
+        self.waiting = gauge(
+            "vllm:num_requests_waiting", "Number of requests waiting to be processed."
+        )
         if v0_names:
-            self.kv_usage = gauge("vllm:gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage.")
+            self.kv_usage = gauge(
+                "vllm:gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage."
+            )
             # V0 also swapped to CPU; V1 removed both families. Exported at zero for fidelity.
             gauge("vllm:num_requests_swapped", "Number of requests swapped to CPU.")
             gauge("vllm:cpu_cache_usage_perc", "CPU KV-cache usage. 1 means 100 percent usage.")
         else:
-            self.kv_usage = gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.")
+            self.kv_usage = gauge(
+                "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage."
+            )
         self.prefix_cache_queries = counter(
-            "vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens."
+            "vllm:prefix_cache_queries",
+            "Prefix cache queries, in terms of number of queried tokens.",
         )
         self.prefix_cache_hits = counter(
             "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens."
         )
-        self.preemptions = counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.")
+        self.preemptions = counter(
+            "vllm:num_preemptions", "Cumulative number of preemption from the engine."
+        )
         self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")
-        self.generation_tokens = counter("vllm:generation_tokens", "Number of generation tokens processed.")
+        self.generation_tokens = counter(
+            "vllm:generation_tokens", "Number of generation tokens processed."
+        )
         success = Counter(
             "vllm:request_success",
             "Count of successfully processed requests.",
@@ -148,21 +161,29 @@ class VllmMetrics:
             "vllm:request_prompt_tokens", "Number of prefill tokens processed.", token_buckets
         )
         self.request_generation_tokens = histogram(
-            "vllm:request_generation_tokens", "Number of generation tokens processed.", token_buckets
+            "vllm:request_generation_tokens",
+            "Number of generation tokens processed.",
+            token_buckets,
         )
         self.iteration_tokens = histogram(
             "vllm:iteration_tokens_total",
             "Histogram of number of tokens per engine_step.",
-            V0_ITERATION_TOKENS_BUCKETS if v0_names else one_two_five_buckets(max_num_batched_tokens),
+            V0_ITERATION_TOKENS_BUCKETS
+            if v0_names
+            else one_two_five_buckets(max_num_batched_tokens),
         )
         self.max_num_generation_tokens = histogram(
             "vllm:request_max_num_generation_tokens",
             "Histogram of maximum number of requested generation tokens.",
             token_buckets,
         )
-        self.params_n = histogram("vllm:request_params_n", "Histogram of the n request parameter.", PARAMS_N_BUCKETS)
+        self.params_n = histogram(
+            "vllm:request_params_n", "Histogram of the n request parameter.", PARAMS_N_BUCKETS
+        )
         self.params_max_tokens = histogram(
-            "vllm:request_params_max_tokens", "Histogram of the max_tokens request parameter.", token_buckets
+            "vllm:request_params_max_tokens",
+            "Histogram of the max_tokens request parameter.",
+            token_buckets,
         )
 
         latency = V0_REQUEST_LATENCY_BUCKETS if v0_names else REQUEST_LATENCY_BUCKETS
@@ -180,7 +201,9 @@ class VllmMetrics:
             self.request_tpot: Histogram | None = None
         else:
             self.itl = histogram(
-                "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", ITL_BUCKETS
+                "vllm:inter_token_latency_seconds",
+                "Histogram of inter-token latency in seconds.",
+                ITL_BUCKETS,
             )
             self.request_tpot = histogram(
                 "vllm:request_time_per_output_token_seconds",
@@ -188,19 +211,29 @@ class VllmMetrics:
                 ITL_BUCKETS,
             )
         self.e2e = histogram(
-            "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", latency
+            "vllm:e2e_request_latency_seconds",
+            "Histogram of e2e request latency in seconds.",
+            latency,
         )
         self.queue_time = histogram(
-            "vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", latency
+            "vllm:request_queue_time_seconds",
+            "Histogram of time spent in WAITING phase for request.",
+            latency,
         )
         self.inference_time = histogram(
-            "vllm:request_inference_time_seconds", "Histogram of time spent in RUNNING phase for request.", latency
+            "vllm:request_inference_time_seconds",
+            "Histogram of time spent in RUNNING phase for request.",
+            latency,
         )
         self.prefill_time = histogram(
-            "vllm:request_prefill_time_seconds", "Histogram of time spent in PREFILL phase for request.", latency
+            "vllm:request_prefill_time_seconds",
+            "Histogram of time spent in PREFILL phase for request.",
+            latency,
         )
         self.decode_time = histogram(
-            "vllm:request_decode_time_seconds", "Histogram of time spent in DECODE phase for request.", latency
+            "vllm:request_decode_time_seconds",
+            "Histogram of time spent in DECODE phase for request.",
+            latency,
         )
         self._cache_config: Gauge | None = None
 
@@ -293,7 +326,9 @@ class VllmMetrics:
         `inference_s` defaults to prefill + decode, as the RUNNING phase is their sum.
         """
         if finished_reason not in self.request_success:
-            raise ValueError(f"finished_reason must be one of {FINISHED_REASONS}, not {finished_reason!r}")
+            raise ValueError(
+                f"finished_reason must be one of {FINISHED_REASONS}, not {finished_reason!r}"
+            )
         self.request_success[finished_reason].inc()
         self.e2e.observe(e2e_s)
         self.queue_time.observe(queue_s)
@@ -308,7 +343,9 @@ class VllmMetrics:
             self.max_num_generation_tokens.observe(max_tokens)
         if self.request_tpot is not None:
             # vLLM's mean TPOT of a request: decode time over the tokens after the first.
-            self.request_tpot.observe(decode_s / (generation_tokens - 1) if generation_tokens > 1 else 0.0)
+            self.request_tpot.observe(
+                decode_s / (generation_tokens - 1) if generation_tokens > 1 else 0.0
+            )
 
     def record_request(
         self,
@@ -395,10 +432,18 @@ class MetricsExporter:
             body: Iterable[bytes] = metrics_app(environ, start_response)
             return body
 
-        self._server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        self._server = make_server(
+            host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler
+        )
         self.host = host
         self.port: int = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"metrics-{self.port}", daemon=True)
+        # A short poll interval lets close() return promptly.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            args=(0.05,),
+            name=f"metrics-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         self._closed = False
 
@@ -419,7 +464,9 @@ class MetricsExporter:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
-
