@@ -43,8 +43,7 @@ ServiceKey = tuple[str, str]
 
 Result = MetricsSnapshot | MetricsUnavailable
 
-# Rounding and independent rate() extrapolation per bucket can leave a bucket a hair below its
-# predecessor; Prometheus's histogram_quantile repairs that the same way (running maximum).
+# vLLM reports KV usage as a fraction; allow float noise above 1, refuse a percentage.
 _KV_USAGE_SLACK = 1e-6
 
 
@@ -128,6 +127,8 @@ def _histogram(samples: Sequence[Sample] | None, what: str) -> Histogram | None:
     bounds = tuple(sorted(buckets))
     if not math.isinf(bounds[-1]):
         raise _Unusable(Unavailability.MALFORMED, f"{what} has no +Inf bucket")
+    # rate() extrapolates each bucket on its own, which can leave one slightly below its
+    # predecessor; histogram_quantile repairs that the same way, with a running maximum.
     counts: list[float] = []
     for bound in bounds:
         counts.append(max(buckets[bound], counts[-1] if counts else 0.0))
@@ -176,11 +177,10 @@ def _snapshot(
         samples = answers.get(family.key, {}).get(key)
         if not samples and family.required:
             names = " / ".join(f"vllm:{n}" for n in family.names)
-            raise _Unusable(
-                Unavailability.NO_DATA,
-                f"no {names} series labelled {where} in the last {queries.rate_window_s:g}s "
-                "(a pod's first two scrapes are needed before a rate exists)",
-            )
+            hint = ""
+            if family.kind in (promql.Kind.RATE, promql.Kind.HISTOGRAM):
+                hint = f" (a rate needs two scrapes within {queries.rate_window_s:g}s)"
+            raise _Unusable(Unavailability.NO_DATA, f"no {names} series labelled {where}{hint}")
         return samples
 
     def scalar(family: promql.Family, upper: float = math.inf) -> float:
