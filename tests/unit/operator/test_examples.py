@@ -24,7 +24,9 @@ COLLECTION = "/apis/sloscale.dev/v1alpha1/namespaces/default/inferenceservices"
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
     with ApiServer.in_thread(crds=[ROOT / "crds" / "inferenceservice.yaml"]) as server:
-        client = KubeApi.connect(str(server.write_kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig")))
+        client = KubeApi.connect(
+            str(server.write_kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig"))
+        )
         try:
             yield client
         finally:
@@ -56,7 +58,9 @@ def test_example_is_accepted_by_the_api(api: KubeApi, path: Path) -> None:
     assert policy.min_replicas <= policy.max_replicas
     if spec.owned:
         meta = {**created["metadata"], "namespace": "default"}
-        deployment = render_deployment(meta, spec, replicas=1, max_num_seqs=spec.batching.initial_max_num_seqs)
+        deployment = render_deployment(
+            meta, spec, replicas=1, max_num_seqs=spec.batching.initial_max_num_seqs
+        )
         assert deployment["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
 
 

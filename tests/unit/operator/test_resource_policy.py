@@ -24,7 +24,10 @@ from sloscale.scaling.policy import A100, H100, LatencyMetric, ObjectiveKind, Ra
 def spec(**overrides: Any) -> InferenceServiceSpec:
     body: dict[str, Any] = {
         "model": "m",
-        "objective": {"type": "Latency", "latency": {"metric": "TimeToFirstToken", "target": "800ms"}},
+        "objective": {
+            "type": "Latency",
+            "latency": {"metric": "TimeToFirstToken", "target": "800ms"},
+        },
         "replicas": {"min": 2, "max": 10},
     }
     body.update(overrides)
@@ -46,7 +49,8 @@ def test_parse_duration_rejects_what_the_crd_pattern_rejects(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(0.85, "850ms"), (1.8, "1.8s"), (42.0, "42s"), (125.0, "2m5s"), (600.0, "10m")]
+    ("seconds", "text"),
+    [(0.85, "850ms"), (1.8, "1.8s"), (42.0, "42s"), (125.0, "2m5s"), (600.0, "10m")],
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
@@ -66,7 +70,10 @@ def test_latency_spec_resolves_with_crd_defaults() -> None:
     assert (latency.metric, latency.quantile, latency.target_s) == (LatencyMetric.TTFT, 0.99, 0.8)
     assert (latency.window_s, latency.attainment_goal) == (300.0, 0.99)
     assert (policy.min_replicas, policy.max_replicas) == (2, 10)
-    assert policy.batching.enabled and (policy.batching.min_seqs, policy.batching.max_seqs) == (8, 256)
+    assert policy.batching.enabled and (policy.batching.min_seqs, policy.batching.max_seqs) == (
+        8,
+        256,
+    )
     assert policy.batching.cooldown_s == 900.0
     assert policy.tolerance == pytest.approx(0.10)
     assert policy.cold_start_s == 120.0
@@ -81,7 +88,11 @@ def test_throughput_spec_resolves_tokens_and_the_latency_bound() -> None:
                 "type": "Throughput",
                 "throughput": {
                     "tokensPerSecond": 5000,
-                    "latencyBound": {"metric": "InterTokenLatency", "percentile": "p99.9", "target": "150ms"},
+                    "latencyBound": {
+                        "metric": "InterTokenLatency",
+                        "percentile": "p99.9",
+                        "target": "150ms",
+                    },
                 },
             },
             engine={"gpuProfile": "A100"},
@@ -98,7 +109,12 @@ def test_throughput_spec_resolves_tokens_and_the_latency_bound() -> None:
 
 def test_behavior_overrides_only_what_it_sets() -> None:
     policy = resolve_policy(
-        spec(behavior={"scaleDown": {"stabilizationWindow": "10m", "maxReplicasPerPeriod": 2}, "tolerance": "5%"}),
+        spec(
+            behavior={
+                "scaleDown": {"stabilizationWindow": "10m", "maxReplicasPerPeriod": 2},
+                "tolerance": "5%",
+            }
+        ),
         OperatorDefaults(scale_up=RateLimit(15.0, 8, 200, 20.0)),
     )
     assert policy.scale_down.stabilization_s == 600.0
@@ -114,10 +130,15 @@ def test_behavior_overrides_only_what_it_sets() -> None:
         ({"args": ["--port", "9000"]}, "--port, which the operator derives from spec.engine.port"),
         ({"args": ["--tensor-parallel-size=4"]}, "spec.engine.gpus"),
         ({"args": ["--served-model-name=x"]}, "--served-model-name"),
-        ({"args": ["--max-num-batched-tokens=128"]}, "maxMaxNumSeqs 256 exceeds --max-num-batched-tokens 128"),
+        (
+            {"args": ["--max-num-batched-tokens=128"]},
+            "maxMaxNumSeqs 256 exceeds --max-num-batched-tokens 128",
+        ),
     ],
 )
-def test_engine_args_that_fight_the_operator_are_spec_errors(engine: dict[str, Any], message: str) -> None:
+def test_engine_args_that_fight_the_operator_are_spec_errors(
+    engine: dict[str, Any], message: str
+) -> None:
     with pytest.raises(SpecError, match=message):
         resolve_policy(spec(engine=engine))
 
@@ -135,7 +156,14 @@ def test_unordered_bounds_are_spec_errors_when_the_api_did_not_catch_them() -> N
 
 def test_objective_without_its_member_is_a_spec_error() -> None:
     with pytest.raises(SpecError, match="needs objective.throughput"):
-        resolve_policy(spec(objective={"type": "Throughput", "latency": {"metric": "EndToEndLatency", "target": "9s"}}))
+        resolve_policy(
+            spec(
+                objective={
+                    "type": "Throughput",
+                    "latency": {"metric": "EndToEndLatency", "target": "9s"},
+                }
+            )
+        )
 
 
 def test_parse_spec_names_the_offending_fields() -> None:

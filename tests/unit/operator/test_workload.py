@@ -57,8 +57,13 @@ def test_deployment_is_owned_selected_by_the_service_label_and_never_drops_capac
     assert d["spec"]["replicas"] == 3
     assert d["spec"]["selector"] == {"matchLabels": {"sloscale.dev/service": "chat"}}
     assert d["spec"]["template"]["metadata"]["labels"]["sloscale.dev/service"] == "chat"
-    assert d["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
-    assert d["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION] == template_hash(d["spec"]["template"])
+    assert d["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    assert d["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION] == template_hash(
+        d["spec"]["template"]
+    )
 
 
 def test_vllm_args_carry_the_managed_flags_then_the_users() -> None:
@@ -79,7 +84,9 @@ def test_pod_suits_minutes_long_loads_gpus_shared_memory_and_scraping() -> None:
     c = template["spec"]["containers"][0]
     startup = c["startupProbe"]
     assert startup["httpGet"]["path"] == "/health"
-    assert startup["periodSeconds"] * startup["failureThreshold"] == 20 * 60  # engine.startupTimeout
+    assert (
+        startup["periodSeconds"] * startup["failureThreshold"] == 20 * 60
+    )  # engine.startupTimeout
     assert c["readinessProbe"]["httpGet"]["path"] == "/health"
     assert c["livenessProbe"]["failureThreshold"] * c["livenessProbe"]["periodSeconds"] >= 60
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "2"
@@ -98,12 +105,16 @@ def test_user_resources_and_env_are_kept_and_cpu_pods_get_no_gpu() -> None:
         engine={
             "gpus": 0,
             "resources": {"requests": {"cpu": "4"}, "limits": {"memory": "8Gi"}},
-            "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}],
+            "env": [
+                {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+            ],
         }
     )
     c = render_pod_template("chat", s, 8)["spec"]["containers"][0]
     assert c["resources"] == {"requests": {"cpu": "4"}, "limits": {"memory": "8Gi"}}
-    assert c["env"] == [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}]
+    assert c["env"] == [
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+    ]
     assert "--tensor-parallel-size=1" in c["args"]
 
 
@@ -111,7 +122,12 @@ def test_template_hash_changes_with_the_spec_and_the_batch_only() -> None:
     base = template_hash(render_pod_template("chat", spec(), 64))
     assert template_hash(render_pod_template("chat", spec(), 64)) == base
     assert template_hash(render_pod_template("chat", spec(), 128)) != base
-    assert template_hash(render_pod_template("chat", spec(engine={"image": "vllm/vllm-openai:v0.12.0"}), 64)) != base
+    assert (
+        template_hash(
+            render_pod_template("chat", spec(engine={"image": "vllm/vllm-openai:v0.12.0"}), 64)
+        )
+        != base
+    )
 
 
 def test_service_targets_the_pods_on_the_engine_port() -> None:
@@ -129,7 +145,9 @@ def test_service_targets_the_pods_on_the_engine_port() -> None:
         (["--model=m"], ["--model=m", "--max-num-seqs=128"]),
     ],
 )
-def test_with_batch_rewrites_either_spelling_or_appends(args: list[str], expected: list[str]) -> None:
+def test_with_batch_rewrites_either_spelling_or_appends(
+    args: list[str], expected: list[str]
+) -> None:
     assert with_batch(args, 128) == expected
     assert container_batch({"args": expected}) == 128
 
@@ -195,11 +213,15 @@ def test_rollout_in_progress(status: dict[str, Any]) -> None:
     assert rollout_in_progress(d)
 
 
-def pod(created: str, ready_at: str | None, restarts: int = 0, deleting: bool = False) -> dict[str, Any]:
+def pod(
+    created: str, ready_at: str | None, restarts: int = 0, deleting: bool = False
+) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": "p", "creationTimestamp": created}
     if deleting:
         meta["deletionTimestamp"] = ready_at
-    conditions = [{"type": "Ready", "status": "True", "lastTransitionTime": ready_at}] if ready_at else []
+    conditions = (
+        [{"type": "Ready", "status": "True", "lastTransitionTime": ready_at}] if ready_at else []
+    )
     return {
         "metadata": meta,
         "status": {"conditions": conditions, "containerStatuses": [{"restartCount": restarts}]},
@@ -211,7 +233,9 @@ def test_cold_start_comes_from_pods_that_became_ready_without_restarting() -> No
         pod("2026-01-01T10:00:00Z", "2026-01-01T10:02:30Z"),
         pod("2026-01-01T10:00:00Z", "2026-01-01T10:01:00Z"),
         pod("2026-01-01T10:00:00Z", None),  # still loading
-        pod("2026-01-01T10:00:00Z", "2026-01-01T10:30:00Z", restarts=2),  # restarted: not a cold start
+        pod(
+            "2026-01-01T10:00:00Z", "2026-01-01T10:30:00Z", restarts=2
+        ),  # restarted: not a cold start
         pod("2026-01-01T10:00:00Z", "2026-01-01T10:00:30Z", deleting=True),
     ]
     assert sorted(pod_start_durations(pods)) == [60.0, 150.0]
