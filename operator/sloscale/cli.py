@@ -6,6 +6,9 @@ Each subcommand lives next to the code it drives; this module only wires them to
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from sloscale import run as run_command
@@ -21,6 +24,18 @@ sandbox_app = typer.Typer(help="The local sandbox: Kubernetes API emulator, emul
 app.add_typer(sandbox_app, name="sandbox")
 sandbox_commands.register(sandbox_app)
 app.command(name="run")(run_command.run)
+
+
+@sandbox_app.command("apiserver")
+def apiserver(
+    kubeconfig: Annotated[Path, typer.Option(help="Where to write a kubeconfig that points at the emulator.")],
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1; 0 picks a free one.")] = 0,
+    crd: Annotated[list[Path] | None, typer.Option(help="CRD manifests to load instead of the project's crds/.")] = None,
+) -> None:
+    """Run the Kubernetes API emulator in the foreground; prints its URL, stops on SIGTERM/SIGINT."""
+    from sloscale.apiserver.main import serve
+
+    serve(kubeconfig, port, crds=crd)
 
 
 @app.command()
