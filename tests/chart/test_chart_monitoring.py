@@ -152,9 +152,10 @@ ALERT_TESTS: list[dict[str, Any]] = [
             {"eval_time": "16m", "alertname": "SloscaleCapacityLimited", "exp_alerts": [{
                 "exp_labels": {"severity": "critical", "namespace": "ml", "service": "chat"},
                 "exp_annotations": {
-                    "summary": "InferenceService ml/chat misses its objective at its replica limit (8 replicas).",
-                    "description": "The condition ScalingLimited is True while ObjectiveMet is False: "
-                    "raise spec.replicas.max (the GPU budget) or relax the objective.",
+                    "summary": "InferenceService ml/chat misses its objective while held at a scaling limit (8 replicas).",
+                    "description": "The condition ScalingLimited is True while ObjectiveMet is False; its "
+                    "reason says which limit (AtMaxReplicas: raise spec.replicas.max, the GPU budget, "
+                    "or relax the objective; RateLimited: loosen spec.behavior.scaleUp).",
                 },
             }]},
         ],
