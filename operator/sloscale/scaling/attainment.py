@@ -39,11 +39,8 @@ def close_windows(att: AttainmentState, target: LatencyTarget, now: float) -> At
     return AttainmentState(window_start=end + skipped * target.window_s, outcomes=outcomes)
 
 
-def accumulate(
-    att: AttainmentState, histogram: Histogram, tick_s: float, target: LatencyTarget, now: float
-) -> AttainmentState:
-    """Close finished windows, then add this tick's `histogram` (per-second counts) × `tick_s`."""
-    att = close_windows(att, target, now)
+def add(att: AttainmentState, histogram: Histogram, tick_s: float) -> AttainmentState:
+    """Add `histogram` (per-second counts) × `tick_s` to the open window."""
     if histogram.empty or tick_s <= 0.0:
         return att
     added = tuple(c * tick_s for c in histogram.counts)
@@ -51,6 +48,17 @@ def accumulate(
     if att.counts and att.bounds == histogram.bounds:
         added = tuple(a + b for a, b in zip(att.counts, added, strict=True))
     return AttainmentState(att.window_start, histogram.bounds, added, att.outcomes)
+
+
+def accumulate(
+    att: AttainmentState, histogram: Histogram, tick_s: float, target: LatencyTarget, now: float
+) -> AttainmentState:
+    """Fold in one tick's histogram, which covers the `tick_s` seconds up to `now`, and judge
+    the windows that have ended."""
+    if now > att.window_start + target.window_s:
+        # The tick lies mostly past the open window's end: it opens the next one.
+        return add(close_windows(att, target, now), histogram, tick_s)
+    return close_windows(add(att, histogram, tick_s), target, now)
 
 
 def attainment(att: AttainmentState | None) -> float | None:

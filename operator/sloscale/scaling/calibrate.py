@@ -4,8 +4,8 @@ The fitted step curve predicts means; an objective is a percentile. At the curre
 point (observed concurrency per pod, current batch) the observed percentile is compared with the
 model's and the ratio is smoothed into `state.Calibration`:
 
-* TTFT and E2E: only the service part is calibrated — the observed percentile minus the observed
-  queue-time percentile, against the model's prefill (and decode) time. Queueing is the capacity
+* TTFT and E2E: only the service part is calibrated — the observed percentile minus the queue
+  time the histogram proves (`readings.quantile_floor`), against the model's prefill (and decode) time. Queueing is the capacity
   model's own job, and collapsing queue time into a latency factor would read a capacity shortage
   as slow pods.
 * ITL: first explained by bursts — the concurrency whose step time equals the observed
@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 from sloscale.scaling.capacity import StepCurve
+from sloscale.scaling.readings import quantile_floor
 from sloscale.scaling.snapshot import MetricsSnapshot
 from sloscale.scaling.state import Calibration
 
@@ -46,7 +47,7 @@ def calibrate(
     if concurrency < MIN_CONCURRENCY:
         return cal
     c = min(max(concurrency, 1.0), float(batch))
-    queue_q = snapshot.queue_time.quantile(quantile) or 0.0
+    queue_q = quantile_floor(snapshot.queue_time, quantile) or 0.0
     prefill = curve.prefill_s(c)
     ttft, itl, tail, e2e = cal.ttft, cal.itl, cal.itl_tail, cal.e2e
 

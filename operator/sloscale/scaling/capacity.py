@@ -38,7 +38,7 @@ from sloscale.scaling.policy import EngineProfile, LatencyMetric
 from sloscale.scaling.state import Calibration, FitStats, Mix
 
 MS = 1e-3
-PRIOR_WEIGHT = 8.0  # the prior counts as this many observations of each part
+PRIOR_WEIGHT = 2.0  # the prior counts as this many observations of each part
 FIT_HALF_LIFE_S = 1800.0  # an observation's weight halves in half an hour
 COEF_BOUNDS = (0.25, 4.0)  # α and β stay within 4× of the prior
 
@@ -95,8 +95,9 @@ class StepCurve:
         return self.a_s, variable
 
     def step_s(self, batch: float) -> float:
-        fixed, variable = self.parts(batch)
-        return self.alpha * fixed + self.beta * variable
+        hinge = batch * self.tokens_per_seq - self.k_tokens
+        variable = self.per_seq_s * batch + (self.s_s * hinge if hinge > 0.0 else 0.0)
+        return self.alpha * self.a_s + self.beta * variable
 
     def batch_for_step(self, step_s: float) -> float:
         """The concurrency whose step time is `step_s` (inverse of T; 0 below the idle step)."""
@@ -251,7 +252,7 @@ def predict(
         c = curve.concurrency(per_replica, batch)
         queue = queue_quantile_s(utilization, batch, capacity, quantile)
     step = curve.step_s(max(c, 1.0))
-    prefill = curve.prefill_s(max(c, 1.0))
+    prefill = curve.prefill_chunks * step + curve.beta * curve.prompt_s
     tail_c = min(float(batch), max(1.0, calibration.itl_tail * c))
     return Prediction(
         replicas=replicas,

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from sloscale.scaling.attainment import attainment, error_budget_remaining
 from sloscale.scaling.decision import ObjectiveReport, StageOutcome
 from sloscale.scaling.fmt import number, seconds
-from sloscale.scaling.observe import objective_histogram
 from sloscale.scaling.policy import LatencyMetric, ObjectiveKind, Policy
+from sloscale.scaling.readings import objective_histogram, quantile_floor
 from sloscale.scaling.reasons import Reason, Stage
 from sloscale.scaling.snapshot import MetricsSnapshot
 from sloscale.scaling.state import ControlState
@@ -33,7 +33,7 @@ class Evaluation:
     observed_s: float | None  # the objective's (or bound's) percentile now
     met: bool | None  # None when no requests were observed
     ratio: float | None  # observed ÷ target
-    queue_s: float | None  # queue-time percentile
+    queue_s: float | None  # queue-time percentile, its bucket's lower edge (see quantile_floor)
     itl_s: float | None  # ITL percentile
     waiting: float
     queueing: bool
@@ -92,7 +92,7 @@ def evaluate(
     bound = policy.objective.latency
     observed = objective_histogram(snapshot, bound.metric).quantile(bound.quantile)
     met = None if observed is None else observed <= bound.target_s
-    queue_s = snapshot.queue_time.quantile(bound.quantile)
+    queue_s = quantile_floor(snapshot.queue_time, bound.quantile)
     itl_s = snapshot.itl.quantile(bound.quantile)
     queueing = is_queueing(snapshot.waiting, queue_s, bound.target_s)
     per_token = is_per_token(bound.metric, itl_s, bound.target_s, met, queueing)

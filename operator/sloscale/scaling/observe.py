@@ -21,9 +21,10 @@ from sloscale.scaling.capacity import StepCurve, update_fit
 from sloscale.scaling.decision import StageOutcome
 from sloscale.scaling.fmt import number, seconds
 from sloscale.scaling.forecast import measure_cold_start
-from sloscale.scaling.policy import LatencyMetric, Policy
+from sloscale.scaling.policy import Policy
+from sloscale.scaling.readings import objective_histogram
 from sloscale.scaling.reasons import Reason, Stage
-from sloscale.scaling.snapshot import Histogram, MetricsSnapshot, WorkloadObservation
+from sloscale.scaling.snapshot import MetricsSnapshot, WorkloadObservation
 from sloscale.scaling.state import (
     DEFAULT_MIX,
     DEMAND_SAMPLE_SPACING_S,
@@ -57,14 +58,6 @@ def effective_batch(workload: WorkloadObservation, policy: Policy) -> int:
         if workload.max_num_seqs is not None
         else policy.profile.default_max_num_seqs
     )
-
-
-def objective_histogram(snapshot: MetricsSnapshot, metric: LatencyMetric) -> Histogram:
-    if metric is LatencyMetric.TTFT:
-        return snapshot.ttft
-    if metric is LatencyMetric.ITL:
-        return snapshot.itl
-    return snapshot.e2e
 
 
 def arrival_rate(snapshot: MetricsSnapshot, state: ControlState, now: float) -> float:

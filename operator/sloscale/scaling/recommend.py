@@ -110,23 +110,26 @@ def cheapest(
     q = policy.objective.latency.quantile
     metric = policy.objective.latency.metric
     top = max(policy.max_replicas, 1)
-    at_top = predict(curve, cal, top, batch, demand, q)
     need = math.ceil(demand / (curve.capacity_rps(batch) * policy.max_utilization) - 1e-9)
     lo = min(max(1, policy.min_replicas, need), top)
 
     def prediction(n: int) -> Prediction:
-        return at_top if n == top else predict(curve, cal, n, batch, demand, q)
+        return predict(curve, cal, n, batch, demand, q)
 
+    # Usually the utilisation bound binds, so its replica count already holds: one prediction.
+    first = prediction(lo)
+    if holds(first, policy, margin):
+        return Option(batch, lo, first, feasible=True)
+    at_top = first if lo == top else prediction(top)
     if holds(at_top, policy, margin):
-        n = fewest(lo, top, lambda k: holds(prediction(k), policy, margin))
-        return Option(batch, n, prediction(n), feasible=True)
+        n = fewest(lo + 1, top, lambda k: k == top or holds(prediction(k), policy, margin))
+        return Option(batch, n, at_top if n == top else prediction(n), feasible=True)
     best_latency = at_top.latency(metric)
     if math.isinf(best_latency):
         return Option(batch, top, at_top, feasible=False)
-    n = fewest(
-        lo, top, lambda k: prediction(k).latency(metric) <= best_latency * (1 + BEST_EFFORT_SLACK)
-    )
-    return Option(batch, n, prediction(n), feasible=False)
+    slack = best_latency * (1 + BEST_EFFORT_SLACK)
+    n = fewest(lo, top, lambda k: k == top or prediction(k).latency(metric) <= slack)
+    return Option(batch, n, at_top if n == top else prediction(n), feasible=False)
 
 
 def preference(option: Option, current: int, policy: Policy) -> tuple[float, ...]:

@@ -52,7 +52,11 @@ def lognormal(bounds: tuple[float, ...], rate: float, p50: float, p99: float) ->
     sigma = max(math.log(max(p99, p50 * 1.0001) / max(p50, 1e-6)) / Z99, 1e-6)
     counts = []
     for b in bounds:
-        share = 1.0 if math.isinf(b) else 0.5 * (1.0 + math.erf((math.log(b) - mu) / (sigma * math.sqrt(2.0))))
+        share = (
+            1.0
+            if math.isinf(b)
+            else 0.5 * (1.0 + math.erf((math.log(b) - mu) / (sigma * math.sqrt(2.0))))
+        )
         counts.append(rate * share)
     return Histogram(bounds, tuple(counts))
 
@@ -134,7 +138,9 @@ def latency_policy(
     scale_down: RateLimit | None = None,
     profile: EngineProfile = H100,
 ) -> Policy:
-    objective = Objective(ObjectiveKind.LATENCY, LatencyTarget(metric, quantile, target_s, window_s))
+    objective = Objective(
+        ObjectiveKind.LATENCY, LatencyTarget(metric, quantile, target_s, window_s)
+    )
     policy = Policy(objective, min_replicas, max_replicas, profile=profile)
     if batching is not None:
         policy = replace(policy, batching=batching)
@@ -199,11 +205,17 @@ class Service:
         n = max(self.ready(now), 1)
         curve = StepCurve.prior(self.profile, self.mix)
         capacity = n * curve.capacity_rps(self.batch)
-        served = min(demand_rps + self.waiting / max(dt, 1.0), capacity) if dt > 0 else min(demand_rps, capacity)
+        served = (
+            min(demand_rps + self.waiting / max(dt, 1.0), capacity)
+            if dt > 0
+            else min(demand_rps, capacity)
+        )
         self.waiting = max(0.0, self.waiting + (demand_rps - served) * dt)
         if demand_rps <= 0.0 and self.waiting <= 0.0:
             return idle(now, n)
-        p = predict(curve, Calibration(itl_tail=1.3), n, self.batch, min(served, capacity * 0.95), 0.99)
+        p = predict(
+            curve, Calibration(itl_tail=1.3), n, self.batch, min(served, capacity * 0.95), 0.99
+        )
         backlog_s = self.waiting / capacity
         queue99 = (p.queue_s if math.isfinite(p.queue_s) else 0.0) + backlog_s
         prefill = curve.prefill_s(max(p.concurrency, 1.0))
@@ -246,7 +258,9 @@ class Loop:
     state: ControlState | None = None
     decisions: list[Decision] = field(default_factory=list)
 
-    def tick(self, demand_rps: float, *, metrics: MetricsSnapshot | MetricsUnavailable | None = None) -> Decision:
+    def tick(
+        self, demand_rps: float, *, metrics: MetricsSnapshot | MetricsUnavailable | None = None
+    ) -> Decision:
         if self.state is None:
             self.state = ControlState.initial(self.now, self.service.replicas, self.service.batch)
         observation = self.service.observe(self.now, demand_rps)
