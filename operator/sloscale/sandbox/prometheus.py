@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 DEFAULT_BINARY = "/usr/bin/prometheus"
+BINARY_ENV = "SLOSCALE_PROMETHEUS_BINARY"
 JOB_NAME = "vllm"
 
 
@@ -69,12 +70,14 @@ class Target:
 
 
 def find_binary(binary: str | None = None) -> str:
-    """The prometheus executable: `binary` if given, else /usr/bin/prometheus, else PATH's."""
-    candidates = [binary] if binary else [DEFAULT_BINARY, shutil.which("prometheus")]
+    """The prometheus executable: `binary`, else $SLOSCALE_PROMETHEUS_BINARY, else
+    /usr/bin/prometheus, else `prometheus` on PATH. A binary named explicitly must exist."""
+    named = binary or os.environ.get(BINARY_ENV)
+    candidates = [named] if named else [DEFAULT_BINARY, shutil.which("prometheus")]
     for candidate in candidates:
         if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
-    looked = binary if binary else f"{DEFAULT_BINARY} and `prometheus` on PATH"
+    looked = named if named else f"{DEFAULT_BINARY} and `prometheus` on PATH"
     raise PrometheusNotInstalled(
         f"the prometheus binary was not found (looked for {looked}); install it with "
         "`apt-get install prometheus` (Debian/Ubuntu) or put a Prometheus 2.x binary on PATH"
@@ -110,7 +113,7 @@ class PrometheusServer:
     ) -> None:
         self.directory = Path(directory)
         self.scrape_interval_s = scrape_interval_s
-        self.binary = find_binary(binary)
+        self.binary = binary  # resolved by start(), which says how to install it if missing
         self.normalize_vllm_names = normalize_vllm_names
         self.ready_timeout_s = ready_timeout_s
         self.config_path = self.directory / "prometheus.yml"
@@ -164,6 +167,7 @@ class PrometheusServer:
         """Write the config and start Prometheus; returns once it is ready, or raises."""
         if self._process is not None:
             raise RuntimeError("Prometheus is already running")
+        binary = find_binary(self.binary)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
         if not self.targets_path.exists():
@@ -173,7 +177,7 @@ class PrometheusServer:
         last_error: PrometheusFailed | None = None
         for _ in range(3):
             try:
-                self._launch(_free_port())
+                self._launch(binary, _free_port())
                 return self
             except PrometheusFailed as error:
                 last_error = error
@@ -181,11 +185,11 @@ class PrometheusServer:
         assert last_error is not None
         raise last_error
 
-    def _launch(self, port: int) -> None:
+    def _launch(self, binary: str, port: int) -> None:
         self.port = port
         storage = self.directory / "data"
         args = [
-            self.binary,
+            binary,
             f"--config.file={self.config_path}",
             f"--storage.tsdb.path={storage}",
             f"--web.listen-address=127.0.0.1:{port}",

@@ -31,8 +31,10 @@ def process_gone(pid: int) -> bool:
 def test_a_missing_binary_says_how_to_install_it(tmp_path: Path) -> None:
     with pytest.raises(PrometheusNotInstalled, match="apt-get install prometheus"):
         find_binary(str(tmp_path / "no-such-prometheus"))
-    with pytest.raises(PrometheusNotInstalled, match="apt-get install prometheus"):
-        PrometheusServer(tmp_path, binary=str(tmp_path / "no-such-prometheus"))
+    server = PrometheusServer(tmp_path, binary=str(tmp_path / "no-such-prometheus"))
+    with pytest.raises(PrometheusNotInstalled, match="apt-get install prometheus"), server:
+        pass
+    assert not server.running
 
 
 def test_a_binary_that_exits_at_once_is_reported_with_its_log(tmp_path: Path) -> None:
