@@ -1,0 +1,208 @@
+"""Stage 5: the cheapest (replicas, batch) pair, the feedback step and the credit for warming pods."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+from scaling_situations import idle, latency_policy, snapshot, throughput_policy, workload
+
+from sloscale.scaling import Batching, ControlState, LatencyMetric, LatencyTarget, Reason
+from sloscale.scaling.capacity import StepCurve
+from sloscale.scaling.evaluate import Evaluation, evaluate
+from sloscale.scaling.forecast import Forecast
+from sloscale.scaling.policy import H100, Policy
+from sloscale.scaling.recommend import batch_candidates, cheapest, explain, recommend
+from sloscale.scaling.snapshot import MetricsSnapshot, WorkloadObservation
+from sloscale.scaling.state import Calibration, Mix
+
+CONV = Mix(1024.0, 256.0)
+CURVE = StepCurve.prior(H100, CONV)
+CAL = Calibration()
+
+
+def steady(rps: float, horizon_s: float = 120.0) -> Forecast:
+    return Forecast(rps, rps, 0.0, horizon_s)
+
+
+def judged(policy: Policy, snap: MetricsSnapshot) -> Evaluation:
+    return evaluate(snap, policy, ControlState.initial(0.0, 2, 64))[0]
+
+
+@pytest.mark.parametrize(
+    ("batching", "current", "expected"),
+    [
+        (Batching(min_seqs=8, initial_seqs=64, max_seqs=256), 64, (8, 16, 32, 64, 128, 256)),
+        (Batching(min_seqs=10, initial_seqs=48, max_seqs=100), 48, (10, 16, 32, 48, 64, 100)),
+        (
+            Batching(min_seqs=8, max_seqs=64),
+            1024,
+            (8, 16, 32, 64),
+        ),  # out of bounds: not a candidate
+        (Batching(enabled=False), 1024, (1024,)),
+    ],
+)
+def test_batch_candidates(batching: Batching, current: int, expected: tuple[int, ...]) -> None:
+    assert batch_candidates(replace(latency_policy(), batching=batching), current) == expected
+
+
+@pytest.mark.parametrize("rps", [1.0, 10.0, 40.0, 90.0])
+def test_cheapest_sizes_by_the_utilisation_bound_when_latency_is_easy(rps: float) -> None:
+    policy = latency_policy(LatencyMetric.TTFT, 2.0, max_replicas=20)
+    option = cheapest(CURVE, CAL, 64, rps, policy, 0.1)
+    assert option.feasible
+    assert option.replicas == max(1, math.ceil(rps / (CURVE.capacity_rps(64) * 0.85)))
+    assert option.prediction.utilization <= 0.85
+
+
+def test_cheapest_adds_replicas_for_a_tight_ttft_target() -> None:
+    loose = cheapest(
+        CURVE, CAL, 64, 40.0, latency_policy(LatencyMetric.TTFT, 2.0, max_replicas=20), 0.1
+    )
+    tight = cheapest(
+        CURVE, CAL, 64, 40.0, latency_policy(LatencyMetric.TTFT, 0.12, max_replicas=20), 0.1
+    )
+    assert tight.replicas > loose.replicas
+    assert tight.prediction.ttft_s <= 0.12 * 0.9
+    fewer = cheapest(
+        CURVE,
+        CAL,
+        64,
+        40.0,
+        replace(latency_policy(LatencyMetric.TTFT, 0.12), max_replicas=tight.replicas - 1),
+        0.1,
+    )
+    assert not fewer.feasible  # one fewer cannot hold: the answer is the cheapest
+
+
+def test_cheapest_at_max_replicas_is_infeasible_when_demand_exceeds_the_fleet() -> None:
+    option = cheapest(CURVE, CAL, 64, 1000.0, latency_policy(max_replicas=4), 0.1)
+    assert not option.feasible and option.replicas == 4
+
+
+def test_below_the_floor_best_effort_does_not_buy_useless_replicas() -> None:
+    policy = latency_policy(LatencyMetric.ITL, 0.004, max_replicas=20)  # under one idle step
+    option = cheapest(CURVE, CAL, 64, 10.0, policy, 0.1)
+    assert not option.feasible
+    assert option.replicas < 20
+
+
+def test_zero_traffic_recommends_the_minimum() -> None:
+    policy = latency_policy(min_replicas=2)
+    ev = judged(policy, idle())
+    rec = recommend(CURVE, CAL, policy, workload(6), 64, steady(0.0), ev, zero_traffic=True)
+    assert rec.best.replicas == 2 and rec.keep.replicas == 2
+    assert (
+        explain(rec.best, rec, policy, workload(6), steady(0.0), ev, True).reason
+        == Reason.ZERO_TRAFFIC
+    )
+
+
+def test_feedback_steps_up_when_the_objective_is_violated_but_the_model_holds() -> None:
+    policy = latency_policy(LatencyMetric.TTFT, 1.0)
+    # The model sees 4 req/s as easy for 2 replicas, yet p99 TTFT is 2.3 s with requests queueing.
+    snap = snapshot(rps=4.0, ttft=(0.9, 2.3), queue=(0.5, 2.0), waiting=6.0, pods=2)
+    ev = judged(policy, snap)
+    rec = recommend(CURVE, CAL, policy, workload(2), 64, steady(4.0), ev, zero_traffic=False)
+    assert rec.correction >= math.ceil(2 * ev.ratio)  # type: ignore[operator]
+    assert rec.floor == rec.correction
+    out = explain(
+        replace(rec.best, replicas=rec.floor), rec, policy, workload(2), steady(4.0), ev, False
+    )
+    assert out.reason == Reason.MODEL_CORRECTION and "while the model holds" in out.message
+
+
+def test_no_feedback_step_while_pods_are_starting() -> None:
+    policy = latency_policy(LatencyMetric.TTFT, 1.0)
+    snap = snapshot(rps=4.0, ttft=(0.9, 2.3), queue=(0.5, 2.0), waiting=6.0, pods=2)
+    rec = recommend(
+        CURVE, CAL, policy, workload(3, starting=1), 64, steady(4.0), judged(policy, snap), False
+    )
+    assert rec.correction == 0
+    assert rec.floor == 3  # pods starting: never below what is already requested
+
+
+@pytest.mark.parametrize(("forecast_rps", "expect_more"), [(5.0, False), (80.0, True)])
+def test_pods_starting_block_scale_up_unless_the_forecast_needs_more(
+    forecast_rps: float, expect_more: bool
+) -> None:
+    policy = latency_policy(LatencyMetric.TTFT, 1.0, max_replicas=20)
+    snap = snapshot(rps=5.0, pods=3)
+    w: WorkloadObservation = workload(4, starting=1)
+    forecast = Forecast(5.0, forecast_rps, 0.5, 120.0)
+    rec = recommend(CURVE, CAL, policy, w, 64, forecast, judged(policy, snap), False)
+    chosen = max(rec.keep.replicas, rec.floor)
+    assert (chosen > 4) is expect_more
+    out = explain(
+        replace(rec.keep, replicas=chosen), rec, policy, w, forecast, judged(policy, snap), False
+    )
+    assert out.reason == (Reason.FORECAST_DEMAND if expect_more else Reason.PODS_STARTING)
+
+
+def test_latency_ties_keep_the_current_batch() -> None:
+    policy = latency_policy(
+        LatencyMetric.TTFT, 2.0, batching=Batching(min_seqs=8, initial_seqs=64, max_seqs=256)
+    )
+    rec = recommend(
+        CURVE, CAL, policy, workload(2), 128, steady(1.0), judged(policy, snapshot(rps=1.0)), False
+    )
+    assert rec.best.replicas == 1 and rec.best.batch == 128
+
+
+def test_per_token_latency_prefers_a_smaller_batch() -> None:
+    # Bursts fill the batch (tail 8× the mean concurrency): p99 ITL is the step time of a full batch.
+    decode = StepCurve.prior(H100, Mix(512.0, 512.0))
+    cal = Calibration(itl_tail=8.0)
+    policy = latency_policy(
+        LatencyMetric.ITL, 0.02, max_replicas=2, batching=Batching(min_seqs=8, max_seqs=256)
+    )
+    snap = snapshot(rps=15.0, itl=(0.012, 0.03), pods=2, prompt_tokens=512, output_tokens=512)
+    ev = judged(policy, snap)
+    assert ev.per_token
+    rec = recommend(decode, cal, policy, workload(2, batch=256), 256, steady(15.0), ev, False)
+    assert not rec.keep.feasible
+    assert rec.best.feasible and rec.best.batch < 256
+    assert rec.best.prediction.itl_s <= 0.02 * 0.9
+
+
+def test_throughput_objective_prefers_the_largest_batch_the_bound_allows() -> None:
+    bound = LatencyTarget(LatencyMetric.ITL, 0.99, 0.05)
+    policy = throughput_policy(
+        None, bound, batching=Batching(min_seqs=8, initial_seqs=32, max_seqs=512)
+    )
+    decode = StepCurve.prior(H100, Mix(512.0, 512.0))
+    rec = recommend(
+        decode,
+        CAL,
+        policy,
+        workload(1, batch=32),
+        32,
+        steady(2.0),
+        judged(policy, snapshot(rps=2.0)),
+        False,
+    )
+    assert rec.best.batch > 32
+    assert rec.best.prediction.itl_s <= 0.05 * 0.9
+
+
+def test_throughput_target_sizes_the_fleet_for_the_tokens() -> None:
+    bound = LatencyTarget(LatencyMetric.ITL, 0.99, 0.1)
+    policy = throughput_policy(20_000.0, bound, max_replicas=16, batching=Batching(enabled=False))
+    rec = recommend(
+        CURVE, CAL, policy, workload(1), 64, steady(1.0), judged(policy, snapshot(rps=1.0)), False
+    )
+    assert rec.demand_rps == pytest.approx(20_000.0 / CURVE.output_tokens)
+    assert rec.best.prediction.tokens_capacity >= 20_000.0
+    assert (
+        explain(
+            rec.best,
+            rec,
+            policy,
+            workload(1),
+            steady(1.0),
+            judged(policy, snapshot(rps=1.0)),
+            False,
+        ).reason
+        == Reason.THROUGHPUT_TARGET
+    )
