@@ -70,6 +70,42 @@ def loadgen(
         output.write_text(report.to_json(per_request))
 
 
+def up(
+    dir: Annotated[Path, typer.Option("--dir", help="Where the sandbox keeps its kubeconfig, state and logs.")],
+    speedup: Annotated[float, typer.Option(help="Model seconds per real second in every emulated pod.")] = 1.0,
+    cold_start: Annotated[float, typer.Option(help="Model seconds from pod start to ready (the model load).")] = 20.0,
+    operator: Annotated[bool, typer.Option(help="Also run the operator (`sloscale run`).")] = True,
+    operator_tick: Annotated[str, typer.Option(help="The operator's reconcile interval.")] = "5s",
+    timeout: Annotated[float, typer.Option(help="Give up if not ready after this many seconds.")] = 90.0,
+) -> None:
+    """Start the sandbox in the background: API emulator, Prometheus, emulated pods, the operator."""
+    from sloscale.sandbox.sandbox import SandboxConfig, SandboxError
+    from sloscale.sandbox.sandbox import up as start
+
+    try:
+        state = start(SandboxConfig(dir, speedup, cold_start, operator, operator_tick), timeout)
+    except SandboxError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"sandbox up in {state['directory']}")
+    typer.echo(f"  export KUBECONFIG={state['kubeconfig']}")
+    typer.echo(f"  Prometheus  {state['prometheus']['url']}")
+    if state.get("operator"):
+        typer.echo(f"  operator    pid {state['operator']['pid']}, log {state['operator']['log']}")
+    else:
+        typer.echo("  operator    not started")
+    typer.echo(f"Service URLs appear in {state['directory']}/sandbox.json; stop with `sloscale sandbox down --dir {dir}`.")
+
+
+def down(dir: Annotated[Path, typer.Option("--dir", help="The directory given to `up`.")]) -> None:
+    """Stop everything the sandbox in DIR started."""
+    from sloscale.sandbox.sandbox import down as stop
+
+    typer.echo("sandbox stopped" if stop(dir) else f"no sandbox in {dir}")
+
+
 def register(sandbox_app: typer.Typer) -> None:
+    sandbox_app.command()(up)
+    sandbox_app.command()(down)
     sandbox_app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(pod)
     sandbox_app.command()(loadgen)
