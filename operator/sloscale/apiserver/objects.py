@@ -309,6 +309,7 @@ class Objects:
                     f"no new finalizers can be added if the object is being deleted, found new finalizers []string{{{quoted}}}")])
         new["apiVersion"], new["kind"] = old["apiVersion"], old["kind"]
         new = self._normalize(res, new, old, opts)
+        meta = new["metadata"]
         if not res.custom:
             builtins.apply_builtin_defaults(res, new, [])
         if res.plural == "customresourcedefinitions" and res.group == "apiextensions.k8s.io":
