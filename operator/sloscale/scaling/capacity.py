@@ -8,8 +8,11 @@ tokens), follows the closed form of performance-model.md, in seconds:
 `a, s, k, d, e` are the prior (`policy.profile`). α (fixed per-step cost) and β (cost that grows
 with the batch) start at 1 and are fitted online by ridge-regularised least squares of the
 observed step time (running sequences ÷ output tokens/s) against the prior's two parts, in units
-relative to the prior, with old observations discounted by age. With few observations the ridge
-keeps the prior; a service whose pods are uniformly slower converges to α = β > 1.
+relative to the prior, with old observations discounted by age. The fit is parameterised as a
+common scale m and a shape δ (α = m + δ, β = m − δ) with a stronger pull on the shape: one
+operating point says how much slower or faster the pods are (uniformly, the usual case — a
+different GPU, model or engine build), and only observations spread over batch sizes reshape the
+curve. With few observations the ridge keeps the prior.
 
 **Throughput.** Output tokens/s per replica = B/T(B); requests/s = B/(O·T(B)).
 
@@ -38,7 +41,8 @@ from sloscale.scaling.policy import EngineProfile, LatencyMetric
 from sloscale.scaling.state import Calibration, FitStats, Mix
 
 MS = 1e-3
-PRIOR_WEIGHT = 2.0  # the prior counts as this many observations of each part
+SCALE_PRIOR = 2.0  # the prior's overall speed counts as this many observations ...
+SHAPE_PRIOR = 4.0  # ... and its shape (fixed vs batch-dependent cost) as this many
 FIT_HALF_LIFE_S = 1800.0  # an observation's weight halves in half an hour
 COEF_BOUNDS = (0.25, 4.0)  # α and β stay within 4× of the prior
 
@@ -137,14 +141,15 @@ class StepCurve:
 
 
 def fit_coefficients(stats: FitStats) -> tuple[float, float]:
-    """(α, β) minimising Σ w·(y − α·u1 − β·u2)² + PRIOR_WEIGHT·((α − 1)² + (β − 1)²)."""
-    m11, m12, m22 = stats.s11 + PRIOR_WEIGHT, stats.s12, stats.s22 + PRIOR_WEIGHT
-    r1, r2 = stats.y1 + PRIOR_WEIGHT, stats.y2 + PRIOR_WEIGHT
+    """(α, β) = (m + δ, m − δ) minimising
+    Σ w·(y − m − δ·v)² + SCALE_PRIOR·(m − 1)² + SHAPE_PRIOR·δ²  (v = u1 − u2, as u1 + u2 = 1)."""
+    m11, m12, m22 = stats.s11 + SCALE_PRIOR, stats.s12, stats.s22 + SHAPE_PRIOR
+    r1, r2 = stats.y1 + SCALE_PRIOR, stats.y2
     det = m11 * m22 - m12 * m12
-    alpha = (r1 * m22 - r2 * m12) / det
-    beta = (m11 * r2 - m12 * r1) / det
+    scale = (r1 * m22 - r2 * m12) / det
+    shape = (m11 * r2 - m12 * r1) / det
     lo, hi = COEF_BOUNDS
-    return min(max(alpha, lo), hi), min(max(beta, lo), hi)
+    return min(max(scale + shape, lo), hi), min(max(scale - shape, lo), hi)
 
 
 def update_fit(
@@ -153,18 +158,18 @@ def update_fit(
     """Add one observation: `observed_step_s` at `batch` running sequences per replica."""
     fixed, variable = prior.parts(batch)
     total = fixed + variable
-    u1, u2, y = fixed / total, variable / total, observed_step_s / total
+    v, y = (fixed - variable) / total, observed_step_s / total
     decay = (
         1.0
         if stats.updated_at is None
         else 0.5 ** (max(0.0, now - stats.updated_at) / FIT_HALF_LIFE_S)
     )
     return FitStats(
-        s11=stats.s11 * decay + u1 * u1,
-        s12=stats.s12 * decay + u1 * u2,
-        s22=stats.s22 * decay + u2 * u2,
-        y1=stats.y1 * decay + y * u1,
-        y2=stats.y2 * decay + y * u2,
+        s11=stats.s11 * decay + 1.0,
+        s12=stats.s12 * decay + v,
+        s22=stats.s22 * decay + v * v,
+        y1=stats.y1 * decay + y,
+        y2=stats.y2 * decay + y * v,
         weight=stats.weight * decay + 1.0,
         updated_at=now,
     )

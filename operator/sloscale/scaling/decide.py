@@ -78,6 +78,7 @@ def decide(
         forecast,
         evaluation,
         zero,
+        observed.queue_growth_rps,
     )
     option, batch, gated = gate_batch(
         rec, policy, workload, evaluation, state.last_batch_change_time, now

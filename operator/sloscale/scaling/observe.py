@@ -1,7 +1,7 @@
 """Stage 2, observe: fold one fresh snapshot into the state.
 
 * Demand: the arrival rate is completions plus the queue's growth since the last tick (under
-  overload completions only show capacity); it joins a bounded history for the trend.
+  overload completions only show capacity; while a backlog drains they overstate arrivals); it joins a bounded history for the trend.
 * Mix: mean prompt and output tokens per request, smoothed.
 * Capacity fit: the observed mean step time (running sequences ÷ output tokens/s) at the
   observed running-per-pod joins the step-curve fit (`capacity`); skipped during a rollout, when
@@ -45,6 +45,7 @@ class Observed:
     """What this tick adds to the model: demand now and the service's fitted curve."""
 
     arrival_rps: float
+    queue_growth_rps: float  # negative while a backlog drains
     mix: Mix
     curve: StepCurve
     cold_start_s: float
@@ -60,12 +61,17 @@ def effective_batch(workload: WorkloadObservation, policy: Policy) -> int:
     )
 
 
-def arrival_rate(snapshot: MetricsSnapshot, state: ControlState, now: float) -> float:
-    """Completions plus the queue's growth: arrivals, even while capacity is short."""
-    growth = 0.0
-    if state.last_tick is not None and state.last_waiting is not None and now > state.last_tick:
-        growth = max(0.0, (snapshot.waiting - state.last_waiting) / (now - state.last_tick))
-    return snapshot.requests_per_s + growth
+def queue_growth(snapshot: MetricsSnapshot, state: ControlState, now: float) -> float:
+    """How fast the engine queue grew (negative: drained) since the last tick, requests/s."""
+    if state.last_tick is None or state.last_waiting is None or now <= state.last_tick:
+        return 0.0
+    return (snapshot.waiting - state.last_waiting) / (now - state.last_tick)
+
+
+def arrival_rate(snapshot: MetricsSnapshot, growth: float) -> float:
+    """Arrivals = completions + queue growth: right while capacity is short (completions only
+    show capacity) and while a backlog drains (completions exceed arrivals)."""
+    return max(0.0, snapshot.requests_per_s + growth)
 
 
 def observed_mix(snapshot: MetricsSnapshot, previous: Mix | None) -> Mix | None:
@@ -91,7 +97,8 @@ def observe(
     policy: Policy,
     now: float,
 ) -> tuple[ControlState, Observed, StageOutcome]:
-    arrival = arrival_rate(snapshot, state, now)
+    growth = queue_growth(snapshot, state, now)
+    arrival = arrival_rate(snapshot, growth)
     demand = append_bounded(
         state.demand,
         (now, arrival),
@@ -150,6 +157,7 @@ def observe(
     )
     observed = Observed(
         arrival_rps=arrival,
+        queue_growth_rps=growth,
         mix=used_mix,
         curve=curve,
         cold_start_s=cold_start if cold_start is not None else policy.cold_start_s,

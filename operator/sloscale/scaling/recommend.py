@@ -11,8 +11,9 @@ and breaks ties towards more tokens per replica, so its batch grows while the bo
 Two corrections follow the model:
 
 * feedback — the objective is violated while the model says the current replicas hold it, with
-  no pods starting and no per-token cause: step up in proportion to observed ÷ target
-  (`Reason.MODEL_CORRECTION`); the fit and calibration catch up meanwhile;
+  no pods starting, no per-token cause and the queue not draining (a draining backlog is a
+  transient the replicas already cover): step up in proportion to observed ÷ target, at most
+  doubling (`Reason.MODEL_CORRECTION`); the fit and calibration catch up meanwhile;
 * pods starting are coming capacity — while any warm, the recommendation never goes below the
   replicas already requested, and goes above them only when the forecast needs more.
 """
@@ -34,6 +35,7 @@ from sloscale.scaling.snapshot import WorkloadObservation
 from sloscale.scaling.state import Calibration
 
 BEST_EFFORT_SLACK = 0.1
+MAX_CORRECTION = 2.0  # the feedback step at most doubles the replicas per tick
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,10 @@ def cheapest(
     """The fewest replicas at `batch` whose prediction holds (bisection: predictions improve
     monotonically with replicas).
 
-    When even max_replicas does not hold, the best effort is the fewest replicas within
-    `BEST_EFFORT_SLACK` of the latency max_replicas achieves (with utilisation in bounds when
-    possible): below the idle floor, more replicas buy nothing.
+    When even max_replicas does not hold: if utilisation alone needs more than max_replicas, the
+    option asks for that many (the clamp then reports the bound); otherwise the best effort is
+    the fewest replicas within `BEST_EFFORT_SLACK` of the latency max_replicas achieves — below
+    the idle floor, more replicas buy nothing.
     """
     q = policy.objective.latency.quantile
     metric = policy.objective.latency.metric
@@ -124,6 +127,9 @@ def cheapest(
     if holds(at_top, policy, margin):
         n = fewest(lo + 1, top, lambda k: k == top or holds(prediction(k), policy, margin))
         return Option(batch, n, at_top if n == top else prediction(n), feasible=True)
+    if need > top:
+        # Capacity-limited: say how many would be needed, so the clamp reports the bound binding.
+        return Option(batch, need, at_top, feasible=False)
     best_latency = at_top.latency(metric)
     if math.isinf(best_latency):
         return Option(batch, top, at_top, feasible=False)
@@ -160,6 +166,7 @@ def recommend(
     forecast: Forecast,
     evaluation: Evaluation,
     zero_traffic: bool,
+    queue_growth_rps: float = 0.0,
 ) -> Recommendation:
     """Size the fleet for the forecast; see the module docstring for the rules."""
     q = policy.objective.latency.quantile
@@ -184,15 +191,15 @@ def recommend(
         and evaluation.ratio is not None
         and not evaluation.per_token
         and workload.starting == 0
+        and queue_growth_rps >= 0.0
         and holds(
             predict(curve, cal, max(workload.replicas, 1), batch, forecast.current_rps, q),
             policy,
             0.0,
         )
     ):
-        floor = correction = max(
-            workload.replicas + 1, math.ceil(workload.replicas * evaluation.ratio)
-        )
+        step = min(evaluation.ratio, MAX_CORRECTION)
+        floor = correction = max(workload.replicas + 1, math.ceil(workload.replicas * step))
     if workload.starting > 0:
         floor = max(floor, workload.replicas)
     return Recommendation(best, keep, demand, floor, correction)

@@ -42,8 +42,9 @@ DEFAULT_MIX = Mix(input_tokens=1024.0, output_tokens=256.0)
 class FitStats:
     """Sufficient statistics of the online step-time fit (see `capacity.StepCurve.fitted`).
 
-    Residuals are relative to the prior's step time, with features u1 (fixed-cost share) and u2
-    (batch-dependent share); each observation is discounted by age so the fit follows change.
+    Residuals are relative to the prior's step time; v is the fixed-cost share minus the
+    batch-dependent share of the prior at the observed batch. s11 = Σw, s12 = Σw·v, s22 = Σw·v²,
+    y1 = Σw·y, y2 = Σw·y·v; each observation is discounted by age so the fit follows change.
     """
 
     s11: float = 0.0

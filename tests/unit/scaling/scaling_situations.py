@@ -175,6 +175,7 @@ class Service:
     replicas: int
     batch: int
     cold_start_s: float = 120.0
+    burstiness: float = 1.3  # tail concurrency ÷ mean: how far bursts fill the batch
     ready_at: list[float] = field(default_factory=list)
     waiting: float = 0.0
     rollout_until: float = -INF
@@ -211,10 +212,17 @@ class Service:
             else min(demand_rps, capacity)
         )
         self.waiting = max(0.0, self.waiting + (demand_rps - served) * dt)
+        if self.waiting < 1e-6:
+            self.waiting = 0.0
         if demand_rps <= 0.0 and self.waiting <= 0.0:
             return idle(now, n)
         p = predict(
-            curve, Calibration(itl_tail=1.3), n, self.batch, min(served, capacity * 0.95), 0.99
+            curve,
+            Calibration(itl_tail=self.burstiness),
+            n,
+            self.batch,
+            min(served, capacity * 0.95),
+            0.99,
         )
         backlog_s = self.waiting / capacity
         queue99 = (p.queue_s if math.isfinite(p.queue_s) else 0.0) + backlog_s

@@ -145,14 +145,22 @@ def test_fit_converges_to_a_service_slower_or_faster_than_the_prior(
     stats = feed(truth, prior, [4, 16, 48, 96, 160] * 40)
     fitted = StepCurve.fitted(H100, CONV, stats)
     for b in (8, 64, 200):
-        assert fitted.step_s(b) == pytest.approx(truth.step_s(b), rel=0.03)
+        assert fitted.step_s(b) == pytest.approx(truth.step_s(b), rel=0.05)
 
 
-def test_fit_on_thin_data_stays_near_the_prior() -> None:
+def test_fit_on_thin_data_moves_only_part_way_from_the_prior() -> None:
     prior = StepCurve.prior(H100, CONV)
     truth = StepCurve.prior(H100, CONV, 2.0, 2.0)
     alpha, beta = fit_coefficients(feed(truth, prior, [40.0]))
-    assert 1.0 < alpha < 1.3 and 1.0 < beta < 1.3
+    assert 1.1 < alpha < 1.5 and 1.1 < beta < 1.5
+
+
+def test_one_operating_point_reads_as_uniformly_slower_pods() -> None:
+    prior = StepCurve.prior(H100, CONV)
+    truth = StepCurve.prior(H100, CONV, 1.6, 1.6)
+    fitted = StepCurve.fitted(H100, CONV, feed(truth, prior, [30.0] * 200))
+    for b in (1, 64, 256):  # extrapolated away from the one batch observed
+        assert fitted.step_s(b) == pytest.approx(truth.step_s(b), rel=0.05)
 
 
 def test_fit_forgets_old_observations() -> None:

@@ -76,9 +76,12 @@ def test_cheapest_adds_replicas_for_a_tight_ttft_target() -> None:
     assert not fewer.feasible  # one fewer cannot hold: the answer is the cheapest
 
 
-def test_cheapest_at_max_replicas_is_infeasible_when_demand_exceeds_the_fleet() -> None:
+def test_demand_beyond_the_fleet_is_infeasible_and_asks_for_what_it_needs() -> None:
     option = cheapest(CURVE, CAL, 64, 1000.0, latency_policy(max_replicas=4), 0.1)
-    assert not option.feasible and option.replicas == 4
+    assert not option.feasible
+    assert option.replicas == math.ceil(
+        1000.0 / (CURVE.capacity_rps(64) * 0.85)
+    )  # the clamp reports max
 
 
 def test_below_the_floor_best_effort_does_not_buy_useless_replicas() -> None:
@@ -105,12 +108,22 @@ def test_feedback_steps_up_when_the_objective_is_violated_but_the_model_holds() 
     snap = snapshot(rps=4.0, ttft=(0.9, 2.3), queue=(0.5, 2.0), waiting=6.0, pods=2)
     ev = judged(policy, snap)
     rec = recommend(CURVE, CAL, policy, workload(2), 64, steady(4.0), ev, zero_traffic=False)
-    assert rec.correction >= math.ceil(2 * ev.ratio)  # type: ignore[operator]
+    assert ev.ratio is not None and ev.ratio > 2.0
+    assert rec.correction == 4  # in proportion to observed ÷ target, at most doubling
     assert rec.floor == rec.correction
     out = explain(
         replace(rec.best, replicas=rec.floor), rec, policy, workload(2), steady(4.0), ev, False
     )
     assert out.reason == Reason.MODEL_CORRECTION and "while the model holds" in out.message
+
+
+def test_no_feedback_step_while_a_backlog_drains() -> None:
+    policy = latency_policy(LatencyMetric.TTFT, 1.0)
+    snap = snapshot(rps=4.0, ttft=(0.9, 2.3), queue=(0.5, 2.0), waiting=6.0, pods=2)
+    rec = recommend(
+        CURVE, CAL, policy, workload(2), 64, steady(4.0), judged(policy, snap), False, -3.0
+    )
+    assert rec.correction == 0 and rec.floor == 0
 
 
 def test_no_feedback_step_while_pods_are_starting() -> None:
