@@ -32,8 +32,8 @@ _SKIP_HEADERS = {
 class Backend:
     name: str  # the pod's name
     address: str  # ip:port
-    outstanding: int = 0
-    served: int = 0
+    outstanding: int = 0  # requests in flight
+    served: int = 0  # requests sent to it so far
 
 
 class Router:
@@ -92,6 +92,25 @@ class Router:
             await self._session.close()
             self._session = None
 
+    async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        """Copy the pod's answer to the client as it arrives. If the pod dies mid-answer the client's
+        connection is cut too, so it sees a broken response rather than a short one."""
+        response = web.StreamResponse(
+            status=upstream.status,
+            headers={k: v for k, v in upstream.headers.items() if k.lower() not in _SKIP_HEADERS},
+        )
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+        except aiohttp.ClientPayloadError:
+            if request.transport is not None:
+                request.transport.close()
+        except ConnectionResetError:
+            pass  # the client went away; releasing the upstream aborts the pod's request
+        return response
+
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
         body = await request.read()
@@ -103,24 +122,17 @@ class Router:
                 break
             tried.add(backend.name)
             backend.outstanding += 1
+            backend.served += 1
             try:
                 upstream = await self._session.request(
                     request.method, f"http://{backend.address}{request.path_qs}", data=body, headers=headers
                 )
             except aiohttp.ClientConnectionError:
                 backend.outstanding -= 1
+                backend.served -= 1
                 continue  # the pod went away between the endpoint update and now: try another
             try:
-                backend.served += 1
-                response = web.StreamResponse(
-                    status=upstream.status,
-                    headers={k: v for k, v in upstream.headers.items() if k.lower() not in _SKIP_HEADERS},
-                )
-                await response.prepare(request)
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-                await response.write_eof()
-                return response
+                return await self._relay(request, upstream)
             finally:
                 upstream.release()
                 backend.outstanding -= 1
