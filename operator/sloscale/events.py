@@ -8,9 +8,10 @@ Two sources, both pure functions of before/after so they are tested without an A
 
 - `lever_events()` — a lever moved (ScaledUp/Down, BatchIncreased/Decreased), or, in Advisory
   mode, the recommendation changed (`Recommendation`). A hold emits nothing.
-- `condition_events()` — a condition flipped (or, for spec and target problems, its message
-  changed because a different mistake replaced the first). Steady states emit nothing, however
-  long they last.
+- `condition_events()` — a condition's status flipped (or, for spec and target problems, its
+  message changed because a different mistake replaced the first). Steady states emit nothing,
+  however long they last, and neither does a limit whose reason alternates (rate limit one tick,
+  replica maximum the next): the status shows the current reason.
 """
 
 from __future__ import annotations
@@ -152,13 +153,8 @@ def condition_events(before: Sequence[Condition], after: Sequence[Condition]) ->
         old = previous.get(condition.type)
         if condition.type == ConditionType.READY and condition.reason in BLOCKING_REASONS:
             if old is None or (old.reason, old.message) != (condition.reason, condition.message):
-                events.append(
-                    Event(
-                        EventType.WARNING,
-                        _BLOCKING_EVENTS[Reason(condition.reason)],
-                        condition.message,
-                    )
-                )
+                reason = _BLOCKING_EVENTS[Reason(condition.reason)]
+                events.append(Event(EventType.WARNING, reason, condition.message))
             continue
         if (
             condition.type == ConditionType.ABLE_TO_SCALE
@@ -167,24 +163,11 @@ def condition_events(before: Sequence[Condition], after: Sequence[Condition]) ->
             if old is None or old.reason != condition.reason:
                 events.append(Event(EventType.WARNING, EventReason.SCALE_FAILED, condition.message))
             continue
-        flip = (
-            _FLIPS.get((ConditionType(condition.type), condition.status))
-            if condition.type in set(ConditionType)
-            else None
-        )
-        if flip is None:
+        if condition.type not in set(ConditionType):
             continue
-        changed = (
-            old is None
-            or old.status != condition.status
-            or (
-                condition.status == "True"
-                and old.reason != condition.reason
-                and flip[0] is EventType.WARNING
-            )
-        )
-        if not changed:
-            continue
+        flip = _FLIPS.get((ConditionType(condition.type), condition.status))
+        if flip is None or (old is not None and old.status == condition.status):
+            continue  # a new reason or new numbers under the same status are status news, not events
         if flip[1] in _RECOVERIES and (old is None or old.status == "Unknown"):
             continue
         events.append(Event(flip[0], flip[1], condition.message))

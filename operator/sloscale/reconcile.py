@@ -50,7 +50,7 @@ from sloscale.resource import (
     parse_status,
     resolve_policy,
 )
-from sloscale.scaling import ControlState, Observation, decide
+from sloscale.scaling import Action, ControlState, Observation, decide
 from sloscale.scaling.policy import Policy
 from sloscale.scaling.snapshot import (
     MetricsSnapshot,
@@ -197,6 +197,19 @@ class ServiceReconciler:
                 last_batch_change_time=to_epoch(memory.status.last_batch_change_time),
             )
         decision, memory.state = decide(Observation(metrics, seen), policy, memory.state, now)
+        logger.log(
+            logging.DEBUG if decision.action is Action.HOLD else logging.INFO,
+            "%s/%s: %s %s: %s",
+            *key,
+            decision.action.value,
+            decision.reason,
+            decision.message,
+        )
+        logger.debug(
+            "%s/%s stages: %s",
+            *key,
+            "; ".join(f"{s.stage} {s.reason}: {s.message}" for s in decision.stages),
+        )
         applied = seen_levers(seen)
         if not spec.advisory:
             applied = self._actuate(
@@ -259,7 +272,7 @@ class ServiceReconciler:
                     container=spec.scale_target_ref.container if spec.scale_target_ref else None,
                 )
                 applied = replace(applied, max_num_seqs=batch)
-        except Exception as exc:  # noqa: BLE001 - any refusal is reported on AbleToScale
+        except Exception as exc:  # any refusal is reported on AbleToScale
             logger.warning(
                 "%s/%s: cannot move the levers: %s", namespace, meta["name"], error_message(exc)
             )
@@ -338,7 +351,7 @@ class ServiceReconciler:
             self.api.request(
                 "POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=manifest
             )
-        except Exception as exc:  # noqa: BLE001 - events are best effort; status holds the record
+        except Exception as exc:  # events are best effort; status holds the record
             logger.warning("cannot post event %s: %s", event.reason.value, error_message(exc))
 
     def forget(self, key: ServiceKey) -> None:
@@ -399,7 +412,7 @@ class Fleet:
                         results[key] = await asyncio.to_thread(
                             self.reconciler.reconcile, bodies[key], fetched.get(key, missing), now
                         )
-                    except Exception as exc:  # noqa: BLE001 - one service's failure stays its own
+                    except Exception as exc:  # one service's failure stays its own
                         logger.exception("%s/%s: reconcile failed", *key)
                         self.telemetry.reconcile_errors.labels(*key).inc()
                         results[key] = exc
@@ -415,7 +428,7 @@ class Fleet:
         while True:
             try:
                 await self.tick(self.clock())
-            except Exception:  # noqa: BLE001 - the loop outlives any single tick
+            except Exception:  # the loop outlives any single tick
                 logger.exception("tick failed")
             next_at += self.tick_interval_s
             now = time.monotonic()

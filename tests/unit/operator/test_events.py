@@ -113,13 +113,17 @@ def test_a_first_good_state_is_not_news_but_a_first_bad_one_is() -> None:
     assert condition_events(missed, good)[0].reason is EventReason.OBJECTIVE_RESTORED
 
 
-def test_a_new_limit_reason_is_a_new_warning() -> None:
+def test_a_limit_warns_when_it_starts_binding_not_each_time_its_reason_alternates() -> None:
+    free = conditions((ConditionType.SCALING_LIMITED, "False", "DesiredWithinRange", "ok"))
     at_max = conditions(
         (ConditionType.SCALING_LIMITED, "True", "AtMaxReplicas", "wanted 11, max 8")
     )
     rate = conditions((ConditionType.SCALING_LIMITED, "True", "RateLimited", "at most 4 per 30s"))
-    assert [e.reason for e in condition_events(at_max, rate)] == [EventReason.SCALING_LIMITED]
-    assert condition_events(rate, rate) == []
+    assert condition_events(free, at_max) == [
+        Event(EventType.WARNING, EventReason.SCALING_LIMITED, "wanted 11, max 8")
+    ]
+    assert condition_events(at_max, rate) == []
+    assert condition_events(rate, at_max) == []
 
 
 def test_infeasible_and_back() -> None:
