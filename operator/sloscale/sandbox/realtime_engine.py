@@ -37,6 +37,7 @@ from sloscale.scaling.policy import EngineProfile
 
 # vLLM's defaults by GPU class (vllm/engine/arg_utils.py): H100-class GPUs batch up to 1024.
 _DEFAULT_MAX_NUM_SEQS = {"H100": 1024, "A100": 256}
+MAX_CATCH_UP_STEPS = 200  # steps run back to back before the loop yields to the HTTP side
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,9 @@ class RealtimeEngine:
         """The engine loop; runs until cancelled."""
         while True:
             now = self.model_now()
-            self._advance(now)
+            if not self._advance(now):
+                await asyncio.sleep(0)  # far behind (a starved CPU): let the HTTP side run between batches
+                continue
             if self._inflight is not None:
                 await asyncio.sleep(max(self.tick_s, (self._inflight.end_s - now) / self.speedup))
             else:
@@ -201,13 +204,16 @@ class RealtimeEngine:
                 if not self._pending:
                     await self._wake.wait()
 
-    def _advance(self, now: float) -> None:
-        """Deliver every step that has ended by `now` and start the next one if any is due."""
-        while True:
+    def _advance(self, now: float) -> bool:
+        """Deliver every step that has ended by `now` and start the next one if any is due.
+
+        Returns False when it stopped after `MAX_CATCH_UP_STEPS` with more steps due.
+        """
+        for _ in range(MAX_CATCH_UP_STEPS):
             step = self._inflight
             if step is not None:
                 if step.end_s > now:
-                    return
+                    return True
                 self._deliver(step)
                 self._inflight = None
             start = self._free_at
@@ -217,13 +223,14 @@ class RealtimeEngine:
                 self.model.add(self._pending.popleft().request)
             if not self.model.has_work or start > now:
                 self.refresh_gauges()
-                return
+                return True
             step = self.model.step(start)
             if step.idle:  # nothing schedulable (cannot happen with requests that fit the cache)
                 self.refresh_gauges()
-                return
+                return True
             self._inflight = step
             self._free_at = step.end_s
+        return False
 
     def _deliver(self, step: StepResult) -> None:
         """Record a finished step's metrics as vLLM does and release its tokens to the clients."""
