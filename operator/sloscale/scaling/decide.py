@@ -48,7 +48,7 @@ from sloscale.scaling.reasons import Reason, Stage
 from sloscale.scaling.recommend import explain, holds, recommend, with_floor
 from sloscale.scaling.safety import scale_down_safety
 from sloscale.scaling.snapshot import MetricsUnavailable, Observation
-from sloscale.scaling.state import MAX_SCALE_EVENTS, ControlState, append_bounded
+from sloscale.scaling.state import ControlState, record_workload
 
 # A batch change held back is what a tick is about when the replicas do not move.
 BATCH_REFUSALS = (Reason.BATCH_COOLDOWN, Reason.ROLLOUT_IN_PROGRESS)
@@ -60,6 +60,8 @@ def decide(
     """One tick: where the levers should be, why, and the state to pass to the next tick."""
     workload = observation.workload
     current = workload.replicas
+    horizon = max(policy.scale_up.period_s, policy.scale_down.period_s)
+    state = record_workload(state, workload.replicas, workload.max_num_seqs, now, horizon)
     metrics, assessed = assess_metrics(observation)
     if isinstance(metrics, MetricsUnavailable):
         return hold_on_missing_metrics(observation, policy, state, metrics, assessed)
@@ -175,20 +177,11 @@ def decide(
         cold_start_s=observed.cold_start_s,
         capacity_rps_per_replica=capacity,
     )
-    events = state.scale_events
-    if n != current:
-        horizon = max(policy.scale_up.period_s, policy.scale_down.period_s)
-        events = append_bounded(
-            events, (now, n - current), horizon_s=horizon, max_len=MAX_SCALE_EVENTS
-        )
     new_state = replace(
         state,
         replicas=n,
         max_num_seqs=batch,
         recommendations=recommendations,
-        scale_events=events,
-        last_scale_time=now if n != current else state.last_scale_time,
-        last_batch_change_time=now if batch_changed else state.last_batch_change_time,
     )
     return decision, new_state
 

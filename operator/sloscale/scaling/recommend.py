@@ -55,6 +55,8 @@ class Recommendation:
     demand_rps: float  # what the options were sized for
     floor: int  # replicas the corrections ask for at least (0: none)
     correction: int  # replicas the feedback step asks for (0: none)
+    now_best: int = 0  # replicas `best` would need for the current demand (without look-ahead)
+    now_keep: int = 0  # ... and `keep`
 
 
 def batch_candidates(policy: Policy, current: int) -> tuple[int, ...]:
@@ -202,7 +204,12 @@ def recommend(
         floor = correction = max(workload.replicas + 1, math.ceil(workload.replicas * step))
     if workload.starting > 0:
         floor = max(floor, workload.replicas)
-    return Recommendation(best, keep, demand, floor, correction)
+    now_best, now_keep = best.replicas, keep.replicas
+    if forecast.rising:
+        current = sizing_demand(policy, replace(forecast, forecast_rps=forecast.current_rps), curve)
+        now_best = cheapest(curve, cal, best.batch, current, policy, margin).replicas
+        now_keep = cheapest(curve, cal, keep.batch, current, policy, margin).replicas
+    return Recommendation(best, keep, demand, floor, correction, now_best, now_keep)
 
 
 def with_floor(option: Option, rec: Recommendation) -> Option:
@@ -260,6 +267,9 @@ def cause(
     if workload.starting > 0 and option.replicas <= workload.replicas:
         return Reason.PODS_STARTING
     if option.replicas > workload.replicas:
+        needed_now = rec.now_best if option.batch == rec.best.batch else rec.now_keep
+        if option.replicas > max(needed_now, workload.replicas):
+            return Reason.FORECAST_DEMAND  # the current demand would not need them yet
         if evaluation.queueing:
             return Reason.QUEUEING_DELAY
         if evaluation.per_token:

@@ -13,7 +13,7 @@ The law then refuses to scale down until a full evaluation window of history has
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 V = TypeVar("V")
@@ -116,6 +116,7 @@ class ControlState:
     fit: FitStats = field(default_factory=FitStats)
     calibration: Calibration = field(default_factory=Calibration)
     attainment: AttainmentState | None = None
+    seen_workload: tuple[int, int | None] | None = None  # (replicas, batch) at the last tick
 
     @classmethod
     def initial(
@@ -141,6 +142,43 @@ class ControlState:
             recommendations=((now, replicas),),
             attainment=AttainmentState(window_start=now),
         )
+
+
+def record_workload(
+    state: ControlState, replicas: int, batch: int | None, now: float, horizon_s: float
+) -> ControlState:
+    """Note changes of the workload since the last tick: scale events (for the rate limits) and
+    batch changes (for the cooldown).
+
+    Changes are taken from what the workload shows, not from what was decided, so the limits
+    count what really happened: in Advisory mode nothing is actuated and nothing is spent, and a
+    change another actor made counts like one of ours.
+    """
+    seen = (replicas, batch)
+    if state.seen_workload is None:
+        return replace(state, seen_workload=seen)
+    if state.seen_workload == seen:
+        return state
+    events, last_scale, last_batch = (
+        state.scale_events,
+        state.last_scale_time,
+        state.last_batch_change_time,
+    )
+    before_replicas, before_batch = state.seen_workload
+    if replicas != before_replicas:
+        events = append_bounded(
+            events, (now, replicas - before_replicas), horizon_s=horizon_s, max_len=MAX_SCALE_EVENTS
+        )
+        last_scale = now
+    if batch != before_batch:
+        last_batch = now
+    return replace(
+        state,
+        seen_workload=seen,
+        scale_events=events,
+        last_scale_time=last_scale,
+        last_batch_change_time=last_batch,
+    )
 
 
 def append_bounded(

@@ -233,7 +233,8 @@ class Service:
             ttft=(prefill * 0.6 + backlog_s * 0.5, prefill + queue99),
             itl=(p.step_s, p.itl_s),
             queue=(max(backlog_s * 0.5, 1e-4), max(queue99, 2e-4)),
-            running=p.concurrency * n,
+            # Saturated, every batch slot is busy; otherwise Little's law gives the concurrency.
+            running=self.batch * n if served >= capacity * 0.95 else p.concurrency * n,
             waiting=self.waiting,
             pods=n,
             prompt_tokens=self.mix.input_tokens,
