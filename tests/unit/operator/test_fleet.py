@@ -1,0 +1,248 @@
+"""The tick loop in-process, over real HTTP to the API emulator.
+
+Metrics come from a `MetricsSource` that replays snapshots and records each fetch (the real
+Prometheus path is exercised by tests/integration/operator): here the point is what one tick does
+with them — one read for every service, each service on its own, and restart safety.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from operator_cases import histogram, snapshot
+
+from sloscale.apiserver import ApiServer
+from sloscale.kube import MERGE_PATCH, KubeApi
+from sloscale.reconcile import Fleet, Outcome, ServiceReconciler
+from sloscale.scaling.snapshot import MetricsSnapshot, MetricsUnavailable, Unavailability
+from sloscale.telemetry import Telemetry
+
+ROOT = Path(__file__).parents[3]
+NS = "default"
+Key = tuple[str, str]
+
+
+@dataclass
+class RecordingSource:
+    """Answers every service with `result`; remembers which services each fetch asked for."""
+
+    result: MetricsSnapshot | MetricsUnavailable
+    fetches: list[list[Key]] = field(default_factory=list)
+
+    def fetch(
+        self, services: Collection[Key], now: float
+    ) -> dict[Key, MetricsSnapshot | MetricsUnavailable]:
+        self.fetches.append(sorted(services))
+        result = (
+            replace(self.result, taken_at=now)
+            if isinstance(self.result, MetricsSnapshot)
+            else self.result
+        )
+        return dict.fromkeys(services, result)
+
+
+def slow(now: float) -> MetricsSnapshot:
+    """p99 TTFT ≈ 2.5 s against 1 s, most of it queueing, 37 waiting."""
+    return snapshot(
+        taken_at=now,
+        ttft=histogram((1.0, 0.0), (2.5, 10.0)),
+        queue_time=histogram((1.0, 0.0), (2.5, 10.0)),
+        waiting=37.0,
+        running=64.0,
+    )
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[tuple[ApiServer, KubeApi]]:
+    with ApiServer.in_thread(crds=[ROOT / "crds" / "inferenceservice.yaml"]) as server:
+        client = KubeApi.connect(str(server.write_kubeconfig(tmp_path / "kubeconfig")))
+        try:
+            yield server, client
+        finally:
+            client.close()
+
+
+def isvc(client: KubeApi, name: str, **spec: Any) -> dict[str, Any]:
+    doc = yaml.safe_load((ROOT / "examples" / "chat-p99-ttft.yaml").read_text())
+    doc["metadata"] = {"name": name, "namespace": NS}
+    doc["spec"].update(spec)
+    return client.request(
+        "POST", f"/apis/sloscale.dev/v1alpha1/namespaces/{NS}/inferenceservices", body=doc
+    )
+
+
+def fresh(client: KubeApi, name: str) -> dict[str, Any]:
+    found = client.get(f"/apis/sloscale.dev/v1alpha1/namespaces/{NS}/inferenceservices/{name}")
+    assert found is not None
+    return found
+
+
+def deployment(client: KubeApi, name: str) -> dict[str, Any] | None:
+    return client.get(f"/apis/apps/v1/namespaces/{NS}/deployments/{name}")
+
+
+def mark_ready(client: KubeApi, name: str) -> None:
+    """What the Deployment controller would report once the pods are up."""
+    d = deployment(client, name)
+    assert d is not None
+    n = d["spec"]["replicas"]
+    status = {
+        "observedGeneration": d["metadata"]["generation"],
+        "replicas": n,
+        "updatedReplicas": n,
+        "readyReplicas": n,
+    }
+    client.request(
+        "PATCH",
+        f"/apis/apps/v1/namespaces/{NS}/deployments/{name}/status",
+        body={"status": status},
+        content_type=MERGE_PATCH,
+    )
+
+
+def fleet_for(client: KubeApi, source: RecordingSource) -> Fleet:
+    telemetry = Telemetry()
+    return Fleet(
+        ServiceReconciler(client, telemetry=telemetry, instance="test"),
+        source,
+        telemetry,
+        tick_interval_s=1.0,
+    )
+
+
+def events(client: KubeApi, name: str) -> list[str]:
+    listing = client.request("GET", f"/api/v1/namespaces/{NS}/events")
+    return [e["reason"] for e in listing["items"] if e["involvedObject"]["name"] == name]
+
+
+def test_one_metrics_read_per_tick_serves_every_service(api: tuple[ApiServer, KubeApi]) -> None:
+    _, client = api
+    source = RecordingSource(MetricsUnavailable(Unavailability.NO_DATA, "no series yet"))
+    fleet = fleet_for(client, source)
+    names = [f"svc-{i}" for i in range(6)]
+    for name in names:
+        fleet.register(isvc(client, name))
+    for _ in range(3):
+        results = asyncio.run(fleet.tick(time.time()))
+        assert all(isinstance(r, Outcome) and r.decided for r in results.values())
+    assert source.fetches == [[(NS, n) for n in names]] * 3
+    for name in names:
+        assert deployment(client, name) is not None
+        status = fresh(client, name)["status"]
+        available = next(c for c in status["conditions"] if c["type"] == "MetricsAvailable")
+        assert (available["status"], available["reason"]) == ("False", "NoData")
+
+
+def test_a_refused_scale_is_reported_on_that_service_only(api: tuple[ApiServer, KubeApi]) -> None:
+    server, client = api
+    fleet = fleet_for(client, RecordingSource(slow(time.time())))
+    for name in ("refused", "allowed"):
+        fleet.register(isvc(client, name))
+    asyncio.run(fleet.tick(time.time()))  # renders both workloads
+    for name in ("refused", "allowed"):
+        mark_ready(client, name)
+    server.faults.add("PATCH", r"/deployments/refused/scale$", status=500)
+
+    asyncio.run(fleet.tick(time.time()))
+
+    refused, allowed = deployment(client, "refused"), deployment(client, "allowed")
+    assert refused is not None and allowed is not None
+    assert refused["spec"]["replicas"] == 1
+    assert allowed["spec"]["replicas"] > 1
+    able = next(
+        c for c in fresh(client, "refused")["status"]["conditions"] if c["type"] == "AbleToScale"
+    )
+    assert (able["status"], able["reason"]) == ("False", "ScaleFailed")
+    assert "500" in able["message"] and "Deployment refused" in able["message"]
+    assert "ScaleFailed" in events(client, "refused")
+    assert "ScaledUp" in events(client, "allowed") and "ScaledUp" not in events(client, "refused")
+
+
+def test_an_unexpected_failure_stays_with_its_service(api: tuple[ApiServer, KubeApi]) -> None:
+    server, client = api
+    fleet = fleet_for(client, RecordingSource(slow(time.time())))
+    for name in ("flaky", "fine"):
+        fleet.register(isvc(client, name))
+    server.faults.add("GET", r"/deployments/flaky$", status=500)
+
+    results = asyncio.run(fleet.tick(time.time()))
+
+    assert isinstance(results[(NS, "flaky")], Exception)
+    assert isinstance(results[(NS, "fine")], Outcome)
+    assert deployment(client, "fine") is not None
+    assert fleet.telemetry.reconcile_errors.labels(NS, "flaky")._value.get() == 1
+    assert fleet.last_tick_end is not None and fleet.healthy()
+
+
+def test_restart_restores_the_scale_and_batch_times_from_status(
+    api: tuple[ApiServer, KubeApi],
+) -> None:
+    _, client = api
+    body = isvc(client, "restarted")
+    client.request(
+        "PATCH",
+        f"/apis/sloscale.dev/v1alpha1/namespaces/{NS}/inferenceservices/restarted/status",
+        body={
+            "status": {
+                "lastScaleTime": "2026-01-01T10:00:00Z",
+                "lastBatchChangeTime": "2026-01-01T09:00:00Z",
+            }
+        },
+        content_type=MERGE_PATCH,
+    )
+    reconciler = ServiceReconciler(client, telemetry=Telemetry(), instance="test")
+    outage = MetricsUnavailable(Unavailability.QUERY_FAILED, "Prometheus: cannot connect")
+    reconciler.reconcile(fresh(client, "restarted"), outage, time.time())
+    state = reconciler.memory[(NS, "restarted")].state
+    assert state is not None
+    assert state.last_scale_time == 1_767_261_600.0
+    assert state.last_batch_change_time == 1_767_258_000.0
+    status = fresh(client, "restarted")["status"]
+    assert status["lastScaleTime"] == "2026-01-01T10:00:00Z"
+    assert body["metadata"]["uid"] == fresh(client, "restarted")["metadata"]["uid"]
+
+
+def test_the_owned_workload_is_repaired_and_follows_the_spec(
+    api: tuple[ApiServer, KubeApi],
+) -> None:
+    _, client = api
+    fleet = fleet_for(client, RecordingSource(MetricsUnavailable(Unavailability.NO_DATA, "none")))
+    fleet.register(isvc(client, "kept"))
+    asyncio.run(fleet.tick(time.time()))
+    client.request("DELETE", f"/apis/apps/v1/namespaces/{NS}/deployments/kept")
+    asyncio.run(fleet.tick(time.time()))
+    assert deployment(client, "kept") is not None
+    assert events(client, "kept").count("WorkloadCreated") == 2
+
+    # A spec change reaches the pod template (the batch the operator chose is kept).
+    client.request(
+        "PATCH",
+        f"/apis/apps/v1/namespaces/{NS}/deployments/kept/scale",
+        body={"spec": {"replicas": 3}},
+        content_type=MERGE_PATCH,
+    )
+    client.request(
+        "PATCH",
+        f"/apis/sloscale.dev/v1alpha1/namespaces/{NS}/inferenceservices/kept",
+        body={"spec": {"engine": {"image": "vllm/vllm-openai:v0.12.0"}}},
+        content_type=MERGE_PATCH,
+    )
+    fleet.register(fresh(client, "kept"))
+    asyncio.run(fleet.tick(time.time()))
+    updated = deployment(client, "kept")
+    assert updated is not None
+    container = updated["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "vllm/vllm-openai:v0.12.0"
+    assert "--max-num-seqs=64" in container["args"]
+    assert (
+        updated["spec"]["replicas"] == 3
+    )  # replicas belong to the scale subresource, never re-rendered
+    assert "WorkloadUpdated" in events(client, "kept")
+    assert fresh(client, "kept")["status"]["observedGeneration"] == 2
