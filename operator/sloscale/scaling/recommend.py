@@ -35,6 +35,7 @@ from sloscale.scaling.snapshot import WorkloadObservation
 from sloscale.scaling.state import Calibration
 
 BEST_EFFORT_SLACK = 0.1
+LINEAR_STEPS = 3  # replica counts tried one by one above the utilisation bound
 MAX_CORRECTION = 2.0  # the feedback step at most doubles the replicas per tick
 
 
@@ -121,13 +122,15 @@ def cheapest(
     def prediction(n: int) -> Prediction:
         return predict(curve, cal, n, batch, demand, q)
 
-    # Usually the utilisation bound binds, so its replica count already holds: one prediction.
-    first = prediction(lo)
-    if holds(first, policy, margin):
-        return Option(batch, lo, first, feasible=True)
-    at_top = first if lo == top else prediction(top)
+    # Usually the utilisation bound binds, or nearly: try a few counts upwards before bisecting.
+    for n in range(lo, min(lo + LINEAR_STEPS, top + 1)):
+        guess = prediction(n)
+        if holds(guess, policy, margin):
+            return Option(batch, n, guess, feasible=True)
+    untried = min(lo + LINEAR_STEPS, top)
+    at_top = prediction(top)
     if holds(at_top, policy, margin):
-        n = fewest(lo + 1, top, lambda k: k == top or holds(prediction(k), policy, margin))
+        n = fewest(untried, top, lambda k: k == top or holds(prediction(k), policy, margin))
         return Option(batch, n, at_top if n == top else prediction(n), feasible=True)
     if need > top:
         # Capacity-limited: say how many would be needed, so the clamp reports the bound binding.
@@ -138,6 +141,22 @@ def cheapest(
     slack = best_latency * (1 + BEST_EFFORT_SLACK)
     n = fewest(lo, top, lambda k: k == top or prediction(k).latency(metric) <= slack)
     return Option(batch, n, at_top if n == top else prediction(n), feasible=False)
+
+
+def cannot_win(
+    batch: int, keep: Option, curve: StepCurve, demand: float, policy: Policy, keep_eligible: bool
+) -> bool:
+    """True when `batch` needs, by utilisation alone, more replicas than the current batch holds
+    the objective with (or as many, where ties go to the current batch): no need to predict it."""
+    if not keep_eligible or not keep.feasible:
+        return False
+    need = max(
+        1,
+        policy.min_replicas,
+        math.ceil(demand / (curve.capacity_rps(batch) * policy.max_utilization) - 1e-9),
+    )
+    tie_goes_to_keep = policy.objective.kind is not ObjectiveKind.THROUGHPUT
+    return need > keep.replicas or (need == keep.replicas and tie_goes_to_keep)
 
 
 def preference(option: Option, current: int, policy: Policy) -> tuple[float, ...]:
@@ -179,12 +198,12 @@ def recommend(
 
     demand = sizing_demand(policy, forecast, curve)
     margin = policy.target_margin
-    options = [
-        cheapest(curve, cal, b, demand, policy, margin) for b in batch_candidates(policy, batch)
-    ]
-    keep = next((o for o in options if o.batch == batch), None) or cheapest(
-        curve, cal, batch, demand, policy, margin
-    )
+    keep = cheapest(curve, cal, batch, demand, policy, margin)
+    candidates = batch_candidates(policy, batch)
+    options = [keep] if batch in candidates else []
+    for b in candidates:
+        if b != batch and not cannot_win(b, keep, curve, demand, policy, batch in candidates):
+            options.append(cheapest(curve, cal, b, demand, policy, margin))
     best = min(options, key=lambda o: preference(o, batch, policy))
 
     floor = correction = 0
