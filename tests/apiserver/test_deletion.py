@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from apiserver_support import GROUP, PLURAL, VERSION, Cluster, deployment, isvc
 from kubernetes.client.rest import ApiException
-
-from tests.apiserver.conftest import GROUP, PLURAL, VERSION, Cluster, deployment, isvc
 
 
 def _owner_ref(obj: dict[str, Any], block: bool = False) -> dict[str, Any]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from apiserver_support import Cluster
 from kubernetes.client.rest import ApiException
-
-from tests.apiserver.conftest import Cluster
 
 WIDGETS = {
     "apiVersion": "apiextensions.k8s.io/v1",

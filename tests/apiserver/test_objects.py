@@ -6,9 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from apiserver_support import GROUP, PLURAL, VERSION, Cluster, deployment, isvc
 from kubernetes.client.rest import ApiException
-
-from tests.apiserver.conftest import GROUP, PLURAL, VERSION, Cluster, deployment, isvc
 
 
 def _status(err: pytest.ExceptionInfo[ApiException]) -> dict[str, Any]:

@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 import yaml
+from apiserver_support import CRD, GROUP, PLURAL, VERSION, Cluster, isvc
 from kubernetes.client.rest import ApiException
-
-from tests.apiserver.conftest import CRD, GROUP, PLURAL, VERSION, Cluster, isvc
 
 
 def _reject(cluster: Cluster, ns: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -8,9 +8,16 @@ from pathlib import Path
 
 import pytest
 import requests
+from apiserver_support import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Cluster,
+    isvc,
+    start_cluster,
+    watch_events,
+)
 from kubernetes import watch
-
-from tests.apiserver.conftest import GROUP, PLURAL, VERSION, Cluster, isvc, start_cluster, watch_events
 
 CM = "/api/v1/namespaces/{ns}/configmaps"
 

@@ -103,7 +103,10 @@ def _operation(res: Resource, action: str, verb: str, ref: str) -> JSON:
     if action in ("post", "put", "patch"):
         op["parameters"] = copy.deepcopy(_QUERY)
         body_types = ["application/json"] if action != "patch" else [
-            "application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json"]
+            "application/json-patch+json", "application/merge-patch+json"]
+        if action == "patch" and not res.custom:
+            # kubectl apply sends a strategic merge patch only where the server lists it.
+            body_types.append("application/strategic-merge-patch+json")
         op["requestBody"] = {"content": {t: {"schema": {"$ref": ref}} for t in body_types}, "required": True}
     return op
 

@@ -41,6 +41,7 @@ VERSION: JSON = {
     "compiler": "gc", "platform": "linux/amd64",
 }
 _NS_SUBRESOURCES = ("status", "finalize")
+DROP_AFTER = web.RequestKey("drop_after", float)
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -99,7 +100,7 @@ class Server:
                 if fault.status is not None:
                     return _error(fault.error())
                 if fault.drop_watch_after is not None:
-                    request["drop_after"] = fault.drop_watch_after
+                    request[DROP_AFTER] = fault.drop_watch_after
         try:
             response: web.StreamResponse = await handler(request)
             return response
@@ -409,7 +410,7 @@ class Server:
             return response
         self._subs.add(sub)
         key = self.faults.track_watch(request.path, lambda: self._cut(sub))
-        drop_after = request.get("drop_after")
+        drop_after = request.get(DROP_AFTER)
         deadline = time.monotonic() + timeout
         cut_at = time.monotonic() + drop_after if drop_after is not None else None
         first = True

@@ -1,0 +1,84 @@
+"""A kopf operator's full lifecycle against the emulator, repeated to catch flakes.
+
+create → handler runs → status patched → update → handler runs → delete → finalizer removed →
+object gone; with a dropped watch in the middle, which kopf must survive by re-listing. Set
+SLOSCALE_KOPF_REPEAT to run it more times (the default keeps `make test` short).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apiserver_support import GROUP, PLURAL, VERSION, Cluster, isvc, start_cluster
+from kopf.testing import KopfRunner
+from kubernetes.client.rest import ApiException
+
+OPERATOR = Path(__file__).with_name("kopf_operator.py")
+REPEAT = int(os.environ.get("SLOSCALE_KOPF_REPEAT", "3"))
+FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
+
+
+def _until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def kopf_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    yield from start_cluster(tmp_path_factory.mktemp("kopf"))
+
+
+@pytest.mark.parametrize("attempt", range(REPEAT))
+def test_kopf_operator_lifecycle(kopf_cluster: Cluster, attempt: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = kopf_cluster
+    ns = cluster.namespace()
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    c = cluster.custom
+
+    def get() -> dict[str, Any]:
+        obj: dict[str, Any] = c.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "svc")
+        return obj
+
+    args = ["run", "--standalone", "--namespace", ns, "--verbose", str(OPERATOR)]
+    with KopfRunner(args, timeout=60) as runner:
+        c.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, isvc("svc", replicas={"min": 1, "max": 3}))
+        created = _until(lambda: get().get("status", {}).get("observedGeneration") == 1 and get(), "the create handler's status")
+        assert created["status"]["replicas"] == {"desired": 1}
+        assert FINALIZER in created["metadata"]["finalizers"]
+
+        assert cluster.api.faults.drop_watches(PLURAL) >= 1
+        c.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "svc", {"spec": {"replicas": {"max": 5}}})
+        updated = _until(lambda: get().get("status", {}).get("observedGeneration") == 2 and get(), "the update handler's status")
+        assert updated["status"]["replicas"] == {"desired": 5}
+
+        c.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "svc")
+        _until(lambda: _gone(get), "the finalizer to be removed and the object deleted")
+        reasons = _until(lambda: _reasons(cluster, ns) >= {"Created", "CleanedUp"} and _reasons(cluster, ns), "kopf's events")
+        assert {"Created", "CleanedUp"} <= reasons
+    assert runner.exception is None
+    assert runner.exit_code == 0
+    assert "created with max 3" in runner.output
+    assert "Handler 'deleted' succeeded" in runner.output
+    assert "Traceback" not in runner.output
+
+
+def _reasons(cluster: Cluster, ns: str) -> set[str]:
+    return {e.reason for e in cluster.core.list_namespaced_event(ns, field_selector="involvedObject.name=svc").items}
+
+
+def _gone(get: Callable[[], Any]) -> bool:
+    try:
+        get()
+    except ApiException as err:
+        return err.status == 404
+    return False
