@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install test lint typecheck layers unit demo clean chart-check sync-crds api-reference
+.PHONY: install test lint typecheck layers unit demo clean chart-check sync-crds api-reference image-check
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,7 +23,11 @@ layers: install
 	$(VENV)/bin/lint-imports
 
 test: lint typecheck layers chart-check
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -m "not image" tests
+
+# The operator image's install steps, run in a clean venv (downloads the locked wheels: minutes).
+image-check: install
+	$(PY) -m pytest -q -p no:cacheprovider -m image tests/image
 
 # Helm comes from a PyPI wheel (scripts/get-helm); its state stays out of $HOME.
 HELM := $(VENV)/tools/helm
