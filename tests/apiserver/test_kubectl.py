@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import yaml
-from apiserver_support import GROUP, PLURAL, VERSION, Cluster, deployment, isvc
+from apiserver_support import GROUP, KUBECTL, PLURAL, VERSION, Cluster, deployment, isvc
 
 STATUS = {
     "observedGeneration": 1,
@@ -81,3 +84,18 @@ def test_delete_waits_until_the_object_is_gone(cluster: Cluster, ns: str) -> Non
     assert "No resources found" in cluster.kubectl("get", "-n", ns, "infsvc").stderr
     missing = cluster.kubectl("delete", "-n", ns, "infsvc", "chat", check=False)
     assert missing.returncode != 0 and "NotFound" in missing.stderr
+
+
+def test_get_watch_streams_rows_as_objects_change(cluster: Cluster, ns: str) -> None:
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, isvc("chat"))
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+    proc = subprocess.Popen([str(KUBECTL), "get", "-n", ns, "infsvc", "--watch"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().split()[0] == "NAME"
+        assert proc.stdout.readline().split()[0] == "chat"
+        cluster.custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, "chat", {"status": STATUS})
+        assert proc.stdout.readline().split()[:3] == ["chat", "p99", "TTFT"]
+    finally:
+        proc.kill()
+        proc.wait(10)
