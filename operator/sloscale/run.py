@@ -126,6 +126,11 @@ def run(
             "not running in a cluster: pass --kubeconfig (or set KUBECONFIG)",
             param_hint="--kubeconfig",
         )
+    missing = [
+        path for path in (kubeconfig or "").split(os.pathsep) if path and not os.path.isfile(path)
+    ]
+    if missing:
+        raise typer.BadParameter(f"no such file: {', '.join(missing)}", param_hint="--kubeconfig")
     config = RunConfig(
         namespaces=split_namespaces(namespace),
         prometheus_url=prometheus_url,

@@ -33,6 +33,7 @@ def test_namespaces_from_flags_or_a_comma_separated_variable(
         ([], {"SLOSCALE_TICK_INTERVAL": "0s", "KUBECONFIG": "k"}, "must be positive"),
         (["--log-level", "chatty", "--kubeconfig", "k"], {}, "not a log level"),
         ([], {"KUBECONFIG": "", "KUBERNETES_SERVICE_HOST": ""}, "pass --kubeconfig"),
+        (["--kubeconfig", "/no/such/kubeconfig"], {}, "no such file: /no/such/kubeconfig"),
     ],
 )
 def test_bad_settings_are_refused_before_the_operator_starts(
