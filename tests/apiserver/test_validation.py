@@ -169,3 +169,16 @@ def test_every_example_in_the_crd_file_is_accepted_by_kubectl(cluster: Cluster, 
     out = cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=bad, check=False)
     assert out.returncode != 0
     assert 'The InferenceService "kubectl-bad" is invalid: spec.replicas: Invalid value: "object": replicas.min must be less than or equal to replicas.max' in out.stderr
+
+
+def test_map_lists_refuse_duplicate_keys_and_date_times_are_checked(cluster: Cluster, ns: str) -> None:
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, isvc("a"))
+    cond = {"type": "Ready", "status": "True", "reason": "R", "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    with pytest.raises(ApiException) as err:
+        cluster.custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, "a", {"status": {"conditions": [cond, {**cond, "status": "False"}]}})
+    assert _causes(json.loads(err.value.body)) == [("FieldValueDuplicate", "status.conditions[1]", 'Duplicate value: {"type":"Ready"}')]
+    with pytest.raises(ApiException) as err:
+        cluster.custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, "a", {"status": {"conditions": [{**cond, "lastTransitionTime": "yesterday"}]}})
+    assert _causes(json.loads(err.value.body))[0][:2] == ("FieldValueInvalid", "status.conditions[0].lastTransitionTime")
+    ok = cluster.custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, "a", {"status": {"conditions": [cond], "lastScaleTime": "2026-01-01T00:00:00.5+02:00"}})
+    assert ok["status"]["conditions"] == [cond]

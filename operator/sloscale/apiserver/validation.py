@@ -13,7 +13,7 @@ in values left unchanged are ratcheted (not reported), so a status write never f
 Kubernetes CEL's `duration()` takes Go duration strings ("800ms", "1h30m"); a few functions of
 Kubernetes' CEL string and list libraries are added. Not emulated: the CEL cost budget, the
 `quantity`, `ip`, `cidr`, `url`, `format` and regex-extension libraries, `format` checks other
-than `date-time`, `int-or-string` beyond its type.
+than `date-time`, `date` and `uuid`, `int-or-string` beyond its type.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 import celpy
@@ -156,10 +157,42 @@ def _to_jsonschema(schema: Any) -> Any:
         if "enum" in out:
             out["enum"] = [*out["enum"], None]
     out.pop("nullable", None)
-    out.pop("format", None)
-    if schema.get("format") == "date-time":
-        out["format"] = "date-time"
+    if out.get("format") not in FORMATS.checkers:
+        out.pop("format", None)
     return out
+
+
+FORMATS = jsonschema.FormatChecker(formats=())
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+@FORMATS.checks("date-time")
+def _date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if not _RFC3339.match(value):
+        return False
+    try:
+        datetime.fromisoformat(value.upper().replace("Z", "+00:00").replace(" ", "T"))
+    except ValueError:
+        return False
+    return True
+
+
+@FORMATS.checks("date")
+def _date(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+@FORMATS.checks("uuid")
+def _uuid(value: object) -> bool:
+    return not isinstance(value, str) or re.match(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$", value) is not None
 
 
 def _field_error(err: jsonschema.ValidationError) -> FieldError | None:
@@ -315,9 +348,7 @@ class SchemaValidator:
     _validator: Any = None
 
     def __post_init__(self) -> None:
-        self._validator = jsonschema.Draft4Validator(
-            _to_jsonschema(self.schema), format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER
-        )
+        self._validator = jsonschema.Draft4Validator(_to_jsonschema(self.schema), format_checker=FORMATS)
 
     def normalize(self, obj: JSON) -> tuple[JSON, list[str]]:
         """Prune and default; returns the object and the paths of the fields pruned."""
@@ -334,6 +365,7 @@ class SchemaValidator:
             if fe is not None and not (old is not None and _unchanged(obj, old, tuple(err.absolute_path))):
                 errors.append((tuple(err.absolute_path), fe))
         out = [fe for _, fe in errors]
+        out += [fe for path, fe in _duplicates(body, self.schema, ()) if not (old is not None and _unchanged(obj, old, path))]
         blocking = [fe for fe in out if fe.type in _BLOCKING]
         if blocking:
             if any(self._has_rules(self.schema)):
@@ -400,6 +432,30 @@ class SchemaValidator:
                     message = str(rule.message_program.evaluate(activation)) or message
             errors.append(FieldError(spec.get("reason") or "FieldValueInvalid", where, message, type_name))
         return errors
+
+
+def _duplicates(value: Any, schema: JSON, path: Path) -> list[tuple[Path, FieldError]]:
+    """Entries of `x-kubernetes-list-type: map` lists with the same keys, or repeated in a set."""
+    out: list[tuple[Path, FieldError]] = []
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = props.get(key, additional if isinstance(additional, dict) else None)
+            if isinstance(sub, dict):
+                out += _duplicates(item, sub, (*path, key))
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        list_type = schema.get("x-kubernetes-list-type")
+        keys = schema.get("x-kubernetes-list-map-keys") or []
+        seen: list[Any] = []
+        for i, item in enumerate(value):
+            ident = {k: item.get(k) for k in keys} if list_type == "map" and isinstance(item, dict) else item
+            if list_type in ("map", "set"):
+                if ident in seen:
+                    out.append(((*path, i), FieldError("FieldValueDuplicate", field_path((*path, i)), "", ident)))
+                seen.append(ident)
+            out += _duplicates(item, schema["items"], (*path, i))
+    return out
 
 
 def _correlate(item: Any, old: Any, schema: JSON) -> Any:
