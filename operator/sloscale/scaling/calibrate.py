@@ -4,7 +4,8 @@ The fitted step curve predicts means; an objective is a percentile. At the curre
 point (observed concurrency per pod, current batch) the observed percentile is compared with the
 model's and the ratio is smoothed into `state.Calibration`:
 
-* TTFT and E2E: only the service part is calibrated — the observed percentile minus the queue
+* TTFT and E2E: only the service part is calibrated (E2E's decode steps at the burst
+  concurrency, like the model's) — the observed percentile minus the queue
   time the histogram proves (`readings.quantile_floor`), against the model's prefill (and decode) time. Queueing is the capacity
   model's own job, and collapsing queue time into a latency factor would read a capacity shortage
   as slow pods.
@@ -55,11 +56,6 @@ def calibrate(
     if ttft_q is not None:
         ttft = smooth(ttft, max(ttft_q - queue_q, 0.0) / prefill, FACTOR_BOUNDS)
 
-    e2e_q = snapshot.e2e.quantile(quantile)
-    if e2e_q is not None:
-        service = prefill + curve.output_tokens * curve.step_s(c)
-        e2e = smooth(e2e, max(e2e_q - queue_q, 0.0) / service, FACTOR_BOUNDS)
-
     itl_q = snapshot.itl.quantile(quantile)
     if itl_q is not None:
         burst = curve.batch_for_step(itl_q)
@@ -71,5 +67,12 @@ def calibrate(
             factor_obs = itl_q / curve.step_s(float(batch))
         tail = smooth(tail, tail_obs, TAIL_BOUNDS)
         itl = smooth(itl, factor_obs, FACTOR_BOUNDS)
+
+    # The p99 request ran through bursts: its decode steps are taken at the tail concurrency.
+    e2e_q = snapshot.e2e.quantile(quantile)
+    if e2e_q is not None:
+        burst_step = curve.step_s(min(float(batch), max(1.0, tail * c)))
+        service = prefill + curve.output_tokens * burst_step
+        e2e = smooth(e2e, max(e2e_q - queue_q, 0.0) / service, FACTOR_BOUNDS)
 
     return Calibration(ttft=ttft, itl=itl, itl_tail=tail, e2e=e2e)

@@ -25,7 +25,7 @@ when P(wait) > 1 − q, else 0. Then
 
     TTFT_q ≈ queue_q + cal_ttft·prefill(c),  prefill(c) = ⌈I/budget⌉·T(c) + β·(s·I + e·I²/2)
     ITL_q  ≈ cal_itl·T(min(B, tail·c))       (bursts fill the batch: tail ≥ 1 is learned)
-    E2E_q  ≈ queue_q + cal_e2e·(prefill(c) + O·T(c))
+    E2E_q  ≈ queue_q + cal_e2e·(prefill(c) + O·T(min(B, tail·c)))   (the p99 request rides bursts)
 
 The calibrations (`state.Calibration`) are the observed/predicted ratios of the service parts,
 learned in `observe`; they carry the length-mix tail and scheduler overhead the mean model lacks.
@@ -258,7 +258,7 @@ def predict(
         queue = queue_quantile_s(utilization, batch, capacity, quantile)
     step = curve.step_s(max(c, 1.0))
     prefill = curve.prefill_chunks * step + curve.beta * curve.prompt_s
-    tail_c = min(float(batch), max(1.0, calibration.itl_tail * c))
+    tail_step = curve.step_s(min(float(batch), max(1.0, calibration.itl_tail * c)))
     return Prediction(
         replicas=replicas,
         batch=batch,
@@ -269,7 +269,7 @@ def predict(
         queue_s=queue,
         step_s=step,
         ttft_s=queue + calibration.ttft * prefill,
-        itl_s=calibration.itl * curve.step_s(tail_c),
-        e2e_s=queue + calibration.e2e * (prefill + curve.output_tokens * step),
+        itl_s=calibration.itl * tail_step,
+        e2e_s=queue + calibration.e2e * (prefill + curve.output_tokens * tail_step),
         output_tokens=curve.output_tokens,
     )

@@ -232,6 +232,10 @@ class Service:
             rps=served,
             ttft=(prefill * 0.6 + backlog_s * 0.5, prefill + queue99),
             itl=(p.step_s, p.itl_s),
+            e2e=(
+                prefill + self.mix.output_tokens * p.step_s + backlog_s * 0.5,
+                p.e2e_s + backlog_s,
+            ),
             queue=(max(backlog_s * 0.5, 1e-4), max(queue99, 2e-4)),
             # Saturated, every batch slot is busy; otherwise Little's law gives the concurrency.
             running=self.batch * n if served >= capacity * 0.95 else p.concurrency * n,

@@ -121,13 +121,19 @@ def test_zero_traffic_goes_to_min_through_stabilisation_and_rate_limits() -> Non
     assert stage(idle[-1], Stage.RECOMMEND) == Reason.ZERO_TRAFFIC
 
 
-def test_itl_over_target_without_queueing_at_max_replicas_gives_a_smaller_batch() -> None:
+@pytest.mark.parametrize(
+    ("metric", "target_s"), [(LatencyMetric.ITL, 0.025), (LatencyMetric.E2E, 12.0)]
+)
+def test_per_token_latency_over_target_without_queueing_at_max_replicas_gives_a_smaller_batch(
+    metric: LatencyMetric, target_s: float
+) -> None:
     # 25 req/s of 512/512 on two replicas (the max) at batch 512: bursts fill the batch (6× the
     # mean concurrency of ≈ 57), so p99 ITL is the step time of ≈ 340 sequences, ≈ 30 ms, over a
-    # 25 ms target. No queue: replicas are not what is short, and no more may be added anyway.
+    # 25 ms target, and a p99 request's 512 tokens take ≈ 15.6 s, over 12 s. No queue: replicas
+    # are not what is short, and no more may be added anyway.
     policy = latency_policy(
-        LatencyMetric.ITL,
-        0.025,
+        metric,
+        target_s,
         max_replicas=2,
         batching=Batching(min_seqs=8, initial_seqs=512, max_seqs=512),
     )
@@ -136,6 +142,7 @@ def test_itl_over_target_without_queueing_at_max_replicas_gives_a_smaller_batch(
     assert first.objective.met is False
     assert stage(first, Stage.EVALUATE) == Reason.OBJECTIVE_VIOLATED
     assert loop.service.waiting == 0
+    assert stage(first, Stage.RECOMMEND) in (Reason.PER_TOKEN_LATENCY, Reason.OBJECTIVE_HELD)
     decisions = [first, *loop.run(25.0, 120.0)]
     change = next(d for d in decisions if d.action is Action.BATCH_DOWN)
     assert change.reason == Reason.SMALLER_BATCH
