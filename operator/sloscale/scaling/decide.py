@@ -31,7 +31,7 @@ O(history) with every history bounded (see `state`).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from sloscale.scaling.assess import assess_metrics
 from sloscale.scaling.batch import gate_batch
@@ -88,24 +88,8 @@ def decide(
     option = with_floor(option, rec)
     recommended = explain(option, rec, policy, workload, forecast, evaluation, zero)
 
-    decisive = recommended
-    n, clamped, limited = clamp(option.replicas, policy)
-    if limited is not None:
-        decisive = clamped
-    before = n
-    n, tolerated = apply_tolerance(n, current, policy.tolerance, evaluation.met is False)
-    if n != before:
-        decisive = tolerated
-    before = n
-    n, recommendations, stabilized = stabilize(n, current, state.recommendations, policy, now)
-    if n != before:
-        decisive = stabilized
-    before = n
-    n, rated = rate_limit(n, current, state.scale_events, policy, now)
-    n = min(max(n, policy.min_replicas), policy.max_replicas)
-    if n != before:
-        decisive = rated
-        limited = limited or rated
+    limits = limit_replicas(option.replicas, current, policy, state, evaluation, now)
+    n, decisive, limited = limits.replicas, limits.decisive or recommended, limits.scaling_limited
 
     q = policy.objective.latency.quantile
     down_margin = policy.target_margin + policy.tolerance
@@ -143,10 +127,7 @@ def decide(
         forecasted,
         recommended,
         gated,
-        clamped,
-        tolerated,
-        stabilized,
-        rated,
+        *limits.outcomes,
         safety,
         feasible,
     )
@@ -181,9 +162,48 @@ def decide(
         state,
         replicas=n,
         max_num_seqs=batch,
-        recommendations=recommendations,
+        recommendations=limits.recommendations,
     )
     return decision, new_state
+
+
+@dataclass(frozen=True)
+class Limits:
+    replicas: int
+    outcomes: tuple[StageOutcome, ...]  # clamp, tolerance, stabilisation, rate limits
+    decisive: StageOutcome | None  # the last of them that moved the replicas
+    scaling_limited: StageOutcome | None  # a bound or a rate limit that bound
+    recommendations: tuple[tuple[float, int], ...]  # the stabilisation history, updated
+
+
+def limit_replicas(
+    desired: int,
+    current: int,
+    policy: Policy,
+    state: ControlState,
+    evaluation: Evaluation,
+    now: float,
+) -> Limits:
+    """Stages 7–10 in order; bounds still win over rate limits, as in the HPA."""
+    decisive = None
+    n, clamped, limited = clamp(desired, policy)
+    if limited is not None:
+        decisive = clamped
+    before = n
+    n, tolerated = apply_tolerance(n, current, policy.tolerance, evaluation.met is False)
+    if n != before:
+        decisive = tolerated
+    before = n
+    n, recommendations, stabilized = stabilize(n, current, state.recommendations, policy, now)
+    if n != before:
+        decisive = stabilized
+    before = n
+    n, rated = rate_limit(n, current, state.scale_events, policy, now)
+    n = min(max(n, policy.min_replicas), policy.max_replicas)
+    if n != before:
+        decisive = rated
+        limited = limited or rated
+    return Limits(n, (clamped, tolerated, stabilized, rated), decisive, limited, recommendations)
 
 
 def hold_on_missing_metrics(
