@@ -3,9 +3,11 @@
 For each candidate batch (the current one; with batching enabled also the bounds, the initial
 value and the powers of two between them) the fewest replicas whose prediction holds — every
 replica's utilisation ≤ `policy.max_utilization` and the objective's percentile ≤ target ×
-(1 − `policy.target_margin`) — is found by bisection (predictions improve monotonically with
-replicas). The cheapest wins; ties go to the current batch (a batch change restarts pods), then
-to the larger headroom. A throughput objective sizes for max(forecast demand, tokens/s target)
+(1 − `policy.target_margin`) — is found upwards from the utilisation bound, a few counts one by
+one, then by bisection (predictions improve monotonically with replicas). A batch that needs,
+by utilisation alone, more replicas than the current batch holds with is not predicted at all.
+The cheapest wins; ties go to the current batch (a batch change restarts pods), then to the
+larger headroom. A throughput objective sizes for max(forecast demand, tokens/s target)
 and breaks ties towards more tokens per replica, so its batch grows while the bound holds.
 
 Two corrections follow the model:

@@ -130,8 +130,10 @@ class ControlState:
         """A fresh state, e.g. after an operator restart.
 
         The stabilisation history is seeded with the current replicas, so a scale-down needs the
-        window to pass first; `last_*_time` come from the resource's status and keep the batch
-        cooldown and the scale-down pacing across restarts.
+        window to pass first. `last_batch_change_time` comes from the resource's status and keeps
+        the batch cooldown across restarts; `last_scale_time` is carried for status. Scale events
+        for the rate limits are not restored: scale-ups may be fast after a restart, and
+        scale-downs wait for a full evaluation window anyway (restart safety).
         """
         return cls(
             started_at=now,
