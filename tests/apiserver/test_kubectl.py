@@ -6,7 +6,7 @@ import os
 import subprocess
 
 import yaml
-from apiserver_support import GROUP, KUBECTL, PLURAL, VERSION, Cluster, deployment, isvc
+from apiserver_support import CRD, GROUP, KUBECTL, PLURAL, VERSION, Cluster, deployment, isvc
 
 STATUS = {
     "observedGeneration": 1,
@@ -99,3 +99,16 @@ def test_get_watch_streams_rows_as_objects_change(cluster: Cluster, ns: str) -> 
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_apply_works_for_namespaces_and_the_crd_itself(cluster: Cluster) -> None:
+    def namespace(label: str) -> str:
+        return yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "applied", "labels": {"a": label}}})
+
+    assert "created" in cluster.kubectl("apply", "-f", "-", stdin=namespace("1")).stdout
+    assert "configured" in cluster.kubectl("apply", "-f", "-", stdin=namespace("2")).stdout
+    assert cluster.core.read_namespace("applied").metadata.labels["a"] == "2"
+    crd = yaml.safe_load(CRD.read_text())
+    crd["metadata"].setdefault("labels", {})["extra"] = "x"
+    assert "configured" in cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(crd)).stdout
+    assert "inferenceservices" in {r["name"] for r in cluster.http("GET", "/apis/sloscale.dev/v1alpha1").json()["resources"]}

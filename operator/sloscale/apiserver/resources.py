@@ -100,7 +100,7 @@ def _core(plural: str, singular: str, kind: str, namespaced: bool = True, **kw: 
 
 BUILTINS: tuple[Resource, ...] = (
     _core("namespaces", "namespace", "Namespace", False, short_names=("ns",), status=True,
-          return_deleted=True, field_labels=("status.phase",)),
+          return_deleted=True, merge_keys={}, field_labels=("status.phase",)),
     _core("pods", "pod", "Pod", short_names=("po",), categories=("all",), status=True,
           return_deleted=True, merge_keys=POD_KEYS,
           field_labels=("spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
@@ -130,7 +130,8 @@ BUILTINS: tuple[Resource, ...] = (
     Resource("coordination.k8s.io", "v1", "leases", "lease", "Lease", True, merge_keys={}),
     Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition",
              "CustomResourceDefinition", False, short_names=("crd", "crds"),
-             categories=("api-extensions",), status=True, generation=True, return_deleted=True),
+             categories=("api-extensions",), status=True, generation=True, return_deleted=True,
+             merge_keys={}),
 )
 
 
