@@ -123,13 +123,13 @@ class ServiceReconciler:
         try:
             spec = parse_spec(body["spec"])
             resolve_policy(spec, self.defaults)
-            _, events = self._workload(body["metadata"], spec)
+            _, events = self._workload(body["metadata"], spec, check_service=True)
         except (SpecError, WorkloadError):
             return []
         return events
 
     def _workload(
-        self, meta: Mapping[str, Any], spec: InferenceServiceSpec
+        self, meta: Mapping[str, Any], spec: InferenceServiceSpec, *, check_service: bool = False
     ) -> tuple[dict[str, Any], list[Event]]:
         namespace, name = meta["namespace"], meta["name"]
         if spec.scale_target_ref is not None:
@@ -142,7 +142,9 @@ class ServiceReconciler:
                 )
             return found, []
         existing = self.workloads.get_deployment(namespace, name)
-        ensured = self.workloads.ensure_owned(dict(meta), spec, existing)
+        ensured = self.workloads.ensure_owned(
+            dict(meta), spec, existing, check_service=check_service
+        )
         events = []
         if ensured.action == "Created":
             events.append(
@@ -185,8 +187,7 @@ class ServiceReconciler:
                 key, memory, Reason.INVALID_SPEC, f"spec: {exc}", generation, now, events
             )
         except WorkloadError as exc:
-            reason = Reason(exc.reason) if exc.reason in set(Reason) else Reason.TARGET_NOT_FOUND
-            return self._blocked(key, memory, reason, exc.message, generation, now, events)
+            return self._blocked(key, memory, exc.reason, exc.message, generation, now, events)
 
         if memory.state is None:
             memory.state = ControlState.initial(
@@ -293,6 +294,7 @@ class ServiceReconciler:
     ) -> Outcome:
         """A spec or target the operator cannot act on: conditions and an event say why, nothing moves."""
         assert reason in BLOCKING_REASONS
+        self.telemetry.forget_gauges(*key)  # nothing was evaluated: no stale readings
         status = blocked_status(
             memory.status, blocked_conditions(reason, message), generation=generation, now=now
         )

@@ -72,7 +72,6 @@ class Telemetry:
             )
             for name, text in gauges.items()
         }
-        self._services: set[tuple[str, str]] = set()
 
     def record(
         self,
@@ -86,7 +85,6 @@ class Telemetry:
     ) -> None:
         """One service's tick: the decision and where the workload stands."""
         labels = (namespace, service)
-        self._services.add(labels)
         self.decisions.labels(*labels, decision.action.value).inc()
         g = self.gauges
         g["replicas_desired"].labels(*labels).set(decision.replicas)
@@ -109,12 +107,15 @@ class Telemetry:
         g["infeasible"].labels(*labels).set(1 if decision.infeasible else 0)
         g["scaling_limited"].labels(*labels).set(1 if decision.scaling_limited else 0)
 
+    def forget_gauges(self, namespace: str, service: str) -> None:
+        """Drop a service's readings while it is not evaluated (its counters keep counting)."""
+        for gauge in self.gauges.values():
+            with contextlib.suppress(KeyError):  # never set for this service
+                gauge.remove(namespace, service)
+
     def forget(self, namespace: str, service: str) -> None:
         """Drop a deleted service's series, so label values stay bounded by the live services."""
         labels = (namespace, service)
-        if labels not in self._services:
-            return
-        self._services.discard(labels)
         series: list[tuple[Gauge | Counter, tuple[str, ...]]] = [
             (g, labels) for g in self.gauges.values()
         ]

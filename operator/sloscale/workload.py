@@ -31,6 +31,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from sloscale.conditions import Reason
 from sloscale.kube import JSON_PATCH, MERGE_PATCH, KubeApi
 from sloscale.resource import (
     GROUP,
@@ -52,9 +53,9 @@ PRESTOP_SLEEP_S = 10  # endpoints and load balancers drop the pod before vLLM se
 
 
 class WorkloadError(Exception):
-    """The workload cannot be read or moved; `reason` is a condition reason, `message` says why."""
+    """The spec names a workload the operator cannot act on; `message` says how to fix it."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -245,7 +246,7 @@ def find_container(deployment: dict[str, Any], name: str | None) -> tuple[int, d
             return index, container
     known = ", ".join(c.get("name", "?") for c in containers) or "none"
     raise WorkloadError(
-        "ContainerNotFound",
+        Reason.CONTAINER_NOT_FOUND,
         f"Deployment {deployment['metadata']['name']} has no container {name!r} (containers: {known}); "
         "fix spec.scaleTargetRef.container",
     )
@@ -357,12 +358,20 @@ class Workloads:
         )
 
     def ensure_owned(
-        self, metadata: dict[str, Any], spec: InferenceServiceSpec, existing: dict[str, Any] | None
+        self,
+        metadata: dict[str, Any],
+        spec: InferenceServiceSpec,
+        existing: dict[str, Any] | None,
+        *,
+        check_service: bool = False,
     ) -> Ensured:
         """Create the Deployment and Service, or bring the pod template in line with the spec.
-        The live batch is kept (it is the operator's lever, not the spec's)."""
+        The live batch is kept (it is the operator's lever, not the spec's). The Service is
+        written with a new or changed Deployment, or when asked (`check_service`): a tick that
+        finds nothing to change costs no write."""
         namespace = metadata["namespace"]
-        self._ensure_service(metadata, spec)
+        if existing is None or check_service:
+            self._ensure_service(metadata, spec)
         if existing is None:
             body = render_deployment(
                 metadata,
@@ -378,15 +387,17 @@ class Workloads:
                 if exc.status != 409:
                     raise
             # Created meanwhile (a handler and a tick raced): bring that one in line instead.
-            current = self.get_deployment(namespace, metadata["name"])
-            if current is None:
-                raise WorkloadError(
-                    "Conflict", f"Deployment {metadata['name']} exists and vanished again"
+            existing = self.get_deployment(namespace, metadata["name"])
+            if existing is None:
+                raise RuntimeError(
+                    f"Deployment {metadata['name']} was created and deleted meanwhile"
                 )
-            existing = current
         _, container = find_container(existing, CONTAINER_NAME)
         batch = container_batch(container) or spec.batching.initial_max_num_seqs
-        return self._apply_template(existing, metadata, spec, batch)
+        ensured = self._apply_template(existing, metadata, spec, batch)
+        if ensured.action and not check_service:
+            self._ensure_service(metadata, spec)  # the port may have changed with the spec
+        return ensured
 
     def _apply_template(
         self,

@@ -52,3 +52,17 @@ async def test_healthz_follows_the_tick_loop() -> None:
         assert status == 503 and "tick" in text
     finally:
         await server.stop()
+
+
+async def test_a_service_that_is_not_evaluated_keeps_its_counters_but_no_stale_readings() -> None:
+    telemetry = Telemetry()
+    telemetry.record("team-a", "chat", decision(), TTFT_1S, current=4, ready=2)
+    telemetry.forget_gauges("team-a", "chat")
+    server = TelemetryServer(telemetry, lambda: True, host="127.0.0.1", port=0)
+    await server.start()
+    try:
+        _, text = await get(f"http://127.0.0.1:{server.port}/metrics")
+    finally:
+        await server.stop()
+    assert 'sloscale_replicas_desired{namespace="team-a"' not in text
+    assert 'sloscale_decisions_total{action="ScaleUp",namespace="team-a",service="chat"} 1.0' in text
