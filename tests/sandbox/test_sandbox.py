@@ -226,8 +226,22 @@ async def test_scaling_adds_pods_and_removes_the_cheapest_ones_with_a_drain(sand
         async with asyncio.timeout(30):
             while not await running_everywhere():
                 await asyncio.sleep(0.05)
+        scaled_down = asyncio.Event()
+
+        async def keep_asking() -> list[int]:  # new requests while pods leave: none may fail
+            statuses = []
+            while not scaled_down.is_set():
+                async with s.post(url + "/v1/completions", json={"prompt": "hi", "max_tokens": 5}) as resp:
+                    statuses.append(resp.status)
+            return statuses
+
+        asking = asyncio.create_task(keep_asking())
         await asyncio.to_thread(sandbox.kubectl, "scale", "deployment/beta", "--replicas=1")
         assert await asyncio.gather(*streams) == [3000] * 6  # the drained pods finished their work
+        await asyncio.to_thread(wait_for, lambda: exactly(1, sandbox.pods("beta")), 60, "the scale-down")
+        scaled_down.set()
+        statuses = await asking
+        assert len(statuses) > 1 and set(statuses) == {200}
 
     remaining = await asyncio.to_thread(wait_for, lambda: exactly(1, sandbox.pods("beta")), 60, "the scale-down")
     assert remaining[0]["metadata"]["name"] == keep  # the costly pod stays

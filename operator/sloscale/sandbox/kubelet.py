@@ -17,7 +17,8 @@ API (`KubeClient`, built from a kubeconfig), as the real components would:
   that dies (restartCount); writes the Pod's phase, IP, conditions and container status.
 - **graceful deletion**: the API emulator deletes a Pod at once unless it has finalizers, so the
   stand-in puts its own finalizer on the pods it creates. A deleted Pod then stays (with a
-  deletionTimestamp) while its process gets SIGTERM, stops admitting and drains its requests; the
+  deletionTimestamp): it leaves its Services' routers at once, gets SIGTERM `ENDPOINT_DRAIN_S`
+  later (what a preStop sleep buys on a cluster), stops admitting and drains its requests; the
   finalizer comes off when the process has exited, or after SIGKILL at
   `terminationGracePeriodSeconds`.
 - **Services**: an Endpoints object per Service with a selector (ready pods as addresses, others
@@ -33,7 +34,7 @@ harm. Probes run every `probe_period_s` real seconds while pods start, and at `i
 otherwise.
 
 Not modelled: ReplicaSet objects (pods belong to the Deployment directly; `kubectl rollout
-status` works), preStop hooks (the router stops sending to a terminating pod at once), more than
+status` works), preStop hooks (the routers drop a terminating pod at once instead), more than
 one container per pod (the first is run), and scheduling (pods are created bound to this node).
 """
 
@@ -68,6 +69,7 @@ JSON = dict[str, Any]
 NODE_NAME = "sandbox-node"
 FINALIZER = "sandbox.sloscale.dev/drain"
 DEFAULT_PORT = 8000  # vLLM's
+ENDPOINT_DRAIN_S = 0.2  # between leaving the routers and SIGTERM: requests already routed connect
 MAX_BACKOFF_S = 30.0  # between restarts of a crashing container, as the kubelet's CrashLoopBackOff
 log = logging.getLogger("sloscale.sandbox.kubelet")
 
@@ -146,6 +148,7 @@ class PodProcess:
     restarts: int = 0
     ready: bool = False
     ready_since: str = ""
+    deleting_since: float | None = None  # monotonic time its deletion was seen
     terminate_at: float | None = None  # monotonic time SIGTERM was sent
     last_exit: int | None = None
     restart_at: float | None = None  # monotonic time of the next restart after a crash
@@ -424,10 +427,19 @@ class Kubelet:
     async def _sync_terminating(self, pod: JSON, proc: PodProcess | None) -> None:
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         if proc is not None and proc.alive:
-            if proc.terminate_at is None:
+            if proc.deleting_since is None:
+                # Out of the Service first, as endpoints would propagate before a preStop hook ends;
+                # SIGTERM follows on a later pass, once no new request can be on its way to it.
                 log.info("draining pod %s", _key(pod))
-                proc.terminate()
+                proc.deleting_since = time.monotonic()
+                proc.ready = False
+                for key, router in self.routers.items():
+                    if key.startswith(ns + "/"):
+                        router.drop(name)
                 await self._write_pod_status(pod, proc)
+            elif proc.terminate_at is None:
+                if time.monotonic() - proc.deleting_since >= ENDPOINT_DRAIN_S:
+                    proc.terminate()
             elif time.monotonic() - proc.terminate_at > proc.grace_s:
                 log.warning("pod %s did not drain in %gs; killing it", _key(pod), proc.grace_s)
                 proc.kill()
@@ -443,7 +455,7 @@ class Kubelet:
 
     async def _write_pod_status(self, pod: JSON, proc: PodProcess) -> None:
         created = pod["metadata"].get("creationTimestamp") or proc.started_at
-        ready = "True" if proc.ready and proc.terminate_at is None else "False"
+        ready = "True" if proc.ready and proc.deleting_since is None else "False"
         since = proc.ready_since or proc.started_at
         container = pod["spec"]["containers"][0]
         state: JSON = {"running": {"startedAt": proc.started_at}}

@@ -61,6 +61,10 @@ class Router:
         kept = {n: b for n, b in self._backends.items() if n in endpoints and b.address == endpoints[n]}
         self._backends = {n: kept.get(n) or Backend(n, addr) for n, addr in endpoints.items()}
 
+    def drop(self, name: str) -> None:
+        """Stop sending new requests to a pod at once (it is being deleted); those in flight go on."""
+        self._backends.pop(name, None)
+
     def pick(self, exclude: frozenset[str] = frozenset()) -> Backend | None:
         """The backend with the fewest requests in flight; among equals, the next in turn."""
         candidates = [b for b in self._backends.values() if b.name not in exclude]
