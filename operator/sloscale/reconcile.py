@@ -50,7 +50,7 @@ from sloscale.resource import (
     parse_status,
     resolve_policy,
 )
-from sloscale.scaling import Action, ControlState, Observation, decide
+from sloscale.scaling import Action, ControlState, Decision, Observation, decide
 from sloscale.scaling.policy import Policy
 from sloscale.scaling.snapshot import (
     MetricsSnapshot,
@@ -167,10 +167,11 @@ class ServiceReconciler:
     # -- one tick -------------------------------------------------------------------------------
 
     def reconcile(self, body: Mapping[str, Any], metrics: MetricsResult, now: float) -> Outcome:
+        """One service's tick: read, decide, move the levers (Enforce), write status and events."""
         meta = body["metadata"]
         key: ServiceKey = (meta["namespace"], meta["name"])
         memory = self.memory.get(key)
-        if memory is None or memory.uid != meta.get("uid"):
+        if memory is None or memory.uid != meta.get("uid"):  # first sight, or deleted and recreated
             memory = Memory(uid=meta.get("uid", ""), status=parse_status(body.get("status")))
             self.memory[key] = memory
         generation = meta.get("generation")
@@ -180,8 +181,9 @@ class ServiceReconciler:
             policy = resolve_policy(spec, self.defaults)
             deployment, events = self._workload(meta, spec)
             container = spec.scale_target_ref.container if spec.scale_target_ref else CONTAINER_NAME
-            pods = self.workloads.list_pods(key[0], selector_of(deployment))
-            seen = observe(deployment, pods, container)
+            seen = observe(
+                deployment, self.workloads.list_pods(key[0], selector_of(deployment)), container
+            )
         except SpecError as exc:
             return self._blocked(
                 key, memory, Reason.INVALID_SPEC, f"spec: {exc}", generation, now, events
@@ -189,7 +191,7 @@ class ServiceReconciler:
         except WorkloadError as exc:
             return self._blocked(key, memory, exc.reason, exc.message, generation, now, events)
 
-        if memory.state is None:
+        if memory.state is None:  # after a restart, the status carries what must survive it
             memory.state = ControlState.initial(
                 now,
                 seen.replicas,
@@ -198,19 +200,7 @@ class ServiceReconciler:
                 last_batch_change_time=to_epoch(memory.status.last_batch_change_time),
             )
         decision, memory.state = decide(Observation(metrics, seen), policy, memory.state, now)
-        logger.log(
-            logging.DEBUG if decision.action is Action.HOLD else logging.INFO,
-            "%s/%s: %s %s: %s",
-            *key,
-            decision.action.value,
-            decision.reason,
-            decision.message,
-        )
-        logger.debug(
-            "%s/%s stages: %s",
-            *key,
-            "; ".join(f"{s.stage} {s.reason}: {s.message}" for s in decision.stages),
-        )
+        _log_decision(key, decision)
         applied = seen_levers(seen)
         if not spec.advisory:
             applied = self._actuate(
@@ -228,21 +218,21 @@ class ServiceReconciler:
             generation=generation,
             now=now,
         )
-        applied_decision = replace(
-            decision, replicas=applied.replicas, max_num_seqs=applied.max_num_seqs
-        )
-        previous_desired = (
-            memory.status.replicas.desired if memory.status.replicas else None,
-            memory.status.batch.desired if memory.status.batch else None,
-        )
+        previous = memory.status
         events += lever_events(
-            decision if spec.advisory else applied_decision,
+            # Advisory reports the decision; Enforce reports what was actually written.
+            decision
+            if spec.advisory
+            else replace(decision, replicas=applied.replicas, max_num_seqs=applied.max_num_seqs),
             replicas_before=seen.replicas,
             batch_before=seen.max_num_seqs,
             advisory=spec.advisory,
-            recommended_before=previous_desired,
+            recommended_before=(
+                previous.replicas.desired if previous.replicas else None,
+                previous.batch.desired if previous.batch else None,
+            ),
         )
-        events += condition_events(memory.status.conditions, status.conditions)
+        events += condition_events(previous.conditions, status.conditions)
         self._write(key, body, memory, status, events)
         self.telemetry.record(*key, decision, policy, current=applied.replicas, ready=seen.ready)
         return Outcome(status, tuple(events), decided=True)
@@ -359,6 +349,16 @@ class ServiceReconciler:
     def forget(self, key: ServiceKey) -> None:
         self.memory.pop(key, None)
         self.telemetry.forget(*key)
+
+
+def _log_decision(key: ServiceKey, decision: Decision) -> None:
+    level = logging.DEBUG if decision.action is Action.HOLD else logging.INFO
+    logger.log(
+        level, "%s/%s: %s %s: %s", *key, decision.action.value, decision.reason, decision.message
+    )
+    if logger.isEnabledFor(logging.DEBUG):
+        stages = "; ".join(f"{s.stage} {s.reason}: {s.message}" for s in decision.stages)
+        logger.debug("%s/%s stages: %s", *key, stages)
 
 
 def seen_levers(seen: WorkloadObservation) -> Applied:
