@@ -246,3 +246,45 @@ def test_the_owned_workload_is_repaired_and_follows_the_spec(
     )  # replicas belong to the scale subresource, never re-rendered
     assert "WorkloadUpdated" in events(client, "kept")
     assert fresh(client, "kept")["status"]["observedGeneration"] == 2
+
+
+def test_an_attach_target_without_the_named_container_is_reported(
+    api: tuple[ApiServer, KubeApi],
+) -> None:
+    _, client = api
+    client.request(
+        "POST",
+        f"/apis/apps/v1/namespaces/{NS}/deployments",
+        body={
+            "metadata": {"name": "llm", "namespace": NS},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "llm"}},
+                "template": {
+                    "metadata": {"labels": {"app": "llm"}},
+                    "spec": {
+                        "containers": [{"name": "engine", "image": "vllm/vllm-openai:v0.11.0"}]
+                    },
+                },
+            },
+        },
+    )
+    doc = yaml.safe_load((ROOT / "examples" / "attach-existing.yaml").read_text())
+    doc["metadata"] = {"name": "attached", "namespace": NS}
+    body = client.request(
+        "POST", f"/apis/sloscale.dev/v1alpha1/namespaces/{NS}/inferenceservices", body=doc
+    )
+    fleet = fleet_for(client, RecordingSource(slow(time.time())))
+    fleet.register(body)
+
+    outcome = asyncio.run(fleet.tick(time.time()))[(NS, "attached")]
+
+    assert isinstance(outcome, Outcome) and not outcome.decided
+    ready = next(
+        c for c in fresh(client, "attached")["status"]["conditions"] if c["type"] == "Ready"
+    )
+    assert (ready["status"], ready["reason"]) == ("False", "ContainerNotFound")
+    assert "no container 'vllm' (containers: engine)" in ready["message"]
+    assert events(client, "attached") == ["ContainerNotFound"]
+    untouched = deployment(client, "llm")
+    assert untouched is not None and untouched["spec"]["replicas"] == 2
