@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apiserver_support import GROUP, PLURAL, VERSION, Cluster, isvc, start_cluster
+from apiserver_support import CRD, GROUP, PLURAL, ROOT, VERSION, Cluster, isvc, start_cluster
 from kopf.testing import KopfRunner
 from kubernetes.client.rest import ApiException
 
 OPERATOR = Path(__file__).with_name("kopf_operator.py")
+PEERING_CRDS = ROOT / "charts" / "sloscale" / "crds" / "kopf-peering.yaml"
 REPEAT = int(os.environ.get("SLOSCALE_KOPF_REPEAT", "3"))
 FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 
@@ -82,3 +83,28 @@ def _gone(get: Callable[[], Any]) -> bool:
     except ApiException as err:
         return err.status == 404
     return False
+
+
+@pytest.fixture(scope="module")
+def peering_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    yield from start_cluster(tmp_path_factory.mktemp("peering"), crds=[CRD, PEERING_CRDS])
+
+
+def test_kopf_peering_keeps_a_heartbeat_in_the_peering_object(peering_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = peering_cluster
+    ns = cluster.namespace()
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    c = cluster.custom
+    c.create_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "sloscale"}})
+
+    def peers() -> dict[str, Any]:
+        status: dict[str, Any] = c.get_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", "sloscale").get("status") or {}
+        return status
+
+    with KopfRunner(["run", "--peering", "sloscale", "--namespace", ns, "--verbose", str(OPERATOR)], timeout=60) as runner:
+        heartbeat = _until(peers, "a heartbeat in the peering object")
+        assert [p["priority"] for p in heartbeat.values()] == [0]
+        c.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, isvc("svc"))
+        _until(lambda: c.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "svc").get("status"), "the create handler's status")
+    assert runner.exit_code == 0 and runner.exception is None
+    assert peers() == {}  # the operator removed its own entry on exit
