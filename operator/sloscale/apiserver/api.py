@@ -78,7 +78,7 @@ class ApiServer:
             for doc in load_manifests(path):
                 if doc.get("kind") == "CustomResourceDefinition":
                     self.apply_crd(doc)
-        self.server.loop = asyncio.get_running_loop()
+        self.server.watches.loop = asyncio.get_running_loop()
         self._runner = web.AppRunner(self.server.app(), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
@@ -87,7 +87,7 @@ class ApiServer:
         self.server.port = self.port
 
     async def stop(self) -> None:
-        self.server.close_watches()
+        self.server.watches.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -135,7 +135,7 @@ class ApiServer:
 
     def call(self, fn: Any, *args: Any) -> Any:
         """Run a function on the server's loop from another thread (in_thread mode) and return its result."""
-        loop = self.server.loop
+        loop = self.server.watches.loop
         assert loop is not None
         async def wrapper() -> Any:
             return fn(*args)
