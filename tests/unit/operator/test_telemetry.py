@@ -65,4 +65,6 @@ async def test_a_service_that_is_not_evaluated_keeps_its_counters_but_no_stale_r
     finally:
         await server.stop()
     assert 'sloscale_replicas_desired{namespace="team-a"' not in text
-    assert 'sloscale_decisions_total{action="ScaleUp",namespace="team-a",service="chat"} 1.0' in text
+    assert (
+        'sloscale_decisions_total{action="ScaleUp",namespace="team-a",service="chat"} 1.0' in text
+    )
