@@ -68,6 +68,12 @@ def test_get_built_in_kinds_prints_their_usual_columns(cluster: Cluster, ns: str
     assert cluster.kubectl("get", "-n", ns, "deployments").stdout.splitlines()[1].split()[:2] == ["web", "0/2"]
     namespaces = cluster.kubectl("get", "namespaces").stdout
     assert "default" in namespaces and "Active" in namespaces
+    cluster.core.create_namespaced_pod(ns, {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}})
+    cluster.core.patch_namespaced_pod_status("p", ns, {"status": {"phase": "Running", "podIP": "10.0.0.7"}})
+    wide = cluster.kubectl("get", "pods", "-A", "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[:4] == ["NAMESPACE", "NAME", "READY", "STATUS"] and "IP" in wide[0].split()
+    row = next(line.split() for line in wide if line.startswith(ns))
+    assert row[1:4] == ["p", "0/1", "Running"] and "10.0.0.7" in row
 
 
 def test_explain_reads_the_crd_schema(cluster: Cluster) -> None:

@@ -235,3 +235,23 @@ def test_deployments_get_the_real_servers_defaults_and_checks(cluster: Cluster, 
         cluster.apps.create_namespaced_deployment(ns, bad)
     assert err.value.status == 422
     assert _status(err)["details"]["causes"][0]["field"] == "spec.template.metadata.labels"
+
+
+def test_crd_selectable_fields_extend_field_selectors(cluster: Cluster, ns: str) -> None:
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "lamps.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "lamps", "kind": "Lamp"},
+                 "versions": [{"name": "v1", "served": True, "storage": True, "selectableFields": [{"jsonPath": ".spec.color"}],
+                               "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                                   "spec": {"type": "object", "properties": {"color": {"type": "string"}, "watts": {"type": "integer"}}}}}}}]},
+    }
+    cluster.crds.create_custom_resource_definition(crd)
+    for name, color in (("a", "red"), ("b", "blue")):
+        cluster.custom.create_namespaced_custom_object("example.com", "v1", ns, "lamps", {"apiVersion": "example.com/v1", "kind": "Lamp", "metadata": {"name": name}, "spec": {"color": color, "watts": 5}})
+    found = cluster.custom.list_namespaced_custom_object("example.com", "v1", ns, "lamps", field_selector="spec.color=blue")["items"]
+    assert [o["metadata"]["name"] for o in found] == ["b"]
+    with pytest.raises(ApiException) as err:
+        cluster.custom.list_namespaced_custom_object("example.com", "v1", ns, "lamps", field_selector="spec.watts=5")
+    assert err.value.status == 400
+    cluster.crds.delete_custom_resource_definition("lamps.example.com")
