@@ -402,7 +402,14 @@ class Fleet:
         bodies = {key: copy.deepcopy(dict(body)) for key, body in self.bodies.items()}
         results: dict[ServiceKey, Outcome | BaseException] = {}
         if bodies:
-            fetched = await asyncio.to_thread(self.metrics.fetch, list(bodies), now)
+            try:
+                fetched = await asyncio.to_thread(self.metrics.fetch, list(bodies), now)
+            except Exception as exc:  # a source that breaks its contract still means "no data"
+                logger.exception("the metrics read failed")
+                failed = MetricsUnavailable(
+                    Unavailability.QUERY_FAILED, f"reading metrics failed: {exc}"
+                )
+                fetched = dict.fromkeys(bodies, failed)
             gate = asyncio.Semaphore(self.concurrency)
 
             async def one(key: ServiceKey) -> None:

@@ -288,3 +288,33 @@ def test_an_attach_target_without_the_named_container_is_reported(
     assert events(client, "attached") == ["ContainerNotFound"]
     untouched = deployment(client, "llm")
     assert untouched is not None and untouched["spec"]["replicas"] == 2
+
+
+class BrokenSource:
+    def fetch(
+        self, services: Collection[Key], now: float
+    ) -> dict[Key, MetricsSnapshot | MetricsUnavailable]:
+        raise RuntimeError("connection pool exhausted")
+
+
+def test_a_metrics_source_that_raises_is_an_outage_not_a_crash(
+    api: tuple[ApiServer, KubeApi],
+) -> None:
+    _, client = api
+    telemetry = Telemetry()
+    fleet = Fleet(
+        ServiceReconciler(client, telemetry=telemetry),
+        BrokenSource(),
+        telemetry,
+        tick_interval_s=1.0,
+    )
+    fleet.register(isvc(client, "blind"))
+    results = asyncio.run(fleet.tick(time.time()))
+    assert isinstance(results[(NS, "blind")], Outcome)
+    available = next(
+        c for c in fresh(client, "blind")["status"]["conditions"] if c["type"] == "MetricsAvailable"
+    )
+    assert (available["status"], available["reason"]) == ("False", "QueryFailed")
+    assert "connection pool exhausted" in available["message"]
+    d = deployment(client, "blind")
+    assert d is not None and d["spec"]["replicas"] == 1
