@@ -116,22 +116,26 @@ class Watches:
             next_bookmark = time.monotonic() + self.bookmark_interval
             while True:
                 now = time.monotonic()
-                if now >= deadline:
-                    if bookmarks:
-                        await bookmark()
-                    break
                 if cut_at is not None and now >= cut_at:
                     sub.aborted = True
                     break
+                if now >= deadline:
+                    # Deliver what is already queued first: a bookmark promises that every
+                    # change up to its resourceVersion has been sent.
+                    while not sub.queue.empty() and (pending := sub.queue.get_nowait()) is not None:
+                        await self._emit(pending, match, send)
+                    if bookmarks:
+                        await bookmark()
+                    break
+                if bookmarks and now >= next_bookmark and sub.queue.empty():
+                    await bookmark()
+                    next_bookmark = now + self.bookmark_interval
                 if request.transport is None or request.transport.is_closing():
                     return response
                 wake = min(deadline, next_bookmark if bookmarks else deadline, cut_at or deadline, now + 1.0)
                 try:
                     item: Change | None = await asyncio.wait_for(sub.queue.get(), max(0.0, wake - now))
                 except TimeoutError:
-                    if bookmarks and time.monotonic() >= next_bookmark and sub.queue.empty():
-                        await bookmark()
-                        next_bookmark = time.monotonic() + self.bookmark_interval
                     continue
                 if item is None:
                     break
