@@ -14,7 +14,8 @@ defaulting, openAPIV3Schema via jsonschema, `x-kubernetes-validations` CEL via c
 `builtins` (names, defaults and checks of built-in kinds, Event versions, CRD checks), `patch`
 (merge, strategic merge, JSON patch), `selectors`, `tables` (kubectl's server-side printing),
 `openapi` (for kubectl explain and field validation), `faults` (latency, error statuses, dropped
-watches), `server` (HTTP routes, discovery, lists, watches), `api` (`ApiServer`).
+watches), `server` (HTTP routes, discovery, lists), `watch` (watch streams, bookmarks, 410 Gone),
+`kubeconfig`, `api` (`ApiServer`), `main` (the `sloscale sandbox apiserver` command).
 
 Deliberately not emulated: authentication, authorization and RBAC (every request is allowed);
 TLS; server-side apply and managedFields; admission webhooks and admission plugins (no
