@@ -10,11 +10,8 @@ This is where the conventions the clients rely on live:
   the main resource ignores status changes and `/status` changes only status; a write that
   changes nothing is not a write (same resourceVersion, no watch event); no new finalizers once
   deletion started.
-- delete: objects with finalizers get `deletionTimestamp` and stay (202) until the last finalizer
-  is removed, which deletes them; preconditions on uid and resourceVersion; propagation policies
-  Background (default: dependents whose ownerReferences point at the deleted uid are deleted, or
-  lose that reference while another owner lives), Foreground (the owner waits for its dependents)
-  and Orphan. Deleting a namespace deletes what it holds, then the namespace.
+- delete: handed to `deletion.Collector` (finalizers, propagation, cascading, namespaces); an
+  update that removes the last finalizer of an object being deleted deletes it.
 - scale: an autoscaling/v1 `Scale` view of `spec.replicas`, `status.replicas` and the selector.
 
 Not emulated: server-side apply and managedFields, admission webhooks, pod graceful termination
@@ -33,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sloscale.apiserver import builtins
+from sloscale.apiserver.deletion import Collector
 from sloscale.apiserver.errors import (
     STALE,
     ApiError,
@@ -100,6 +98,13 @@ class Objects:
     _validators: dict[tuple[str, str, str], SchemaValidator] = field(default_factory=dict)
     _cluster_ips: list[str] = field(default_factory=builtins.cluster_ip_pool)
     warnings: list[str] = field(default_factory=list)
+    collector: Collector = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.collector = Collector(self)
+
+    def now(self) -> str:
+        return rfc3339(self.clock())
 
     def bootstrap(self) -> None:
         ns = self.registry.get("", "v1", "namespaces")
@@ -328,7 +333,7 @@ class Objects:
             return self.present(res, stored)
         if meta.get("deletionTimestamp") and not meta.get("finalizers") and not self._has_spec_finalizers(res, new):
             final = self.store.remove(res.storage, current, stored)
-            self._removed(res.storage, final)
+            self.collector.removed(res.storage, final)
             return self.present(res, final)
         stored = self.store.put(res.storage, stored)
         if res.plural == "customresourcedefinitions" and res.group == "apiextensions.k8s.io":
@@ -342,123 +347,7 @@ class Objects:
     # --- delete ---------------------------------------------------------------------------
 
     def delete(self, res: Resource, ns: str, name: str, options: JSON, opts: WriteOptions) -> tuple[int, JSON]:
-        current = self.read(res, ns, name)
-        meta = current["metadata"]
-        pre = options.get("preconditions") or {}
-        if pre.get("uid") and pre["uid"] != meta["uid"]:
-            raise conflict(res.group_resource, res.group, res.plural, name,
-                           f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta['uid']}")
-        if pre.get("resourceVersion") and pre["resourceVersion"] != meta["resourceVersion"]:
-            raise conflict(res.group_resource, res.group, res.plural, name,
-                           f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, ResourceVersion in object meta: {meta['resourceVersion']}")
-        policy = options.get("propagationPolicy") or ("Orphan" if options.get("orphanDependents") else "Background")
-        if policy not in ("Background", "Foreground", "Orphan"):
-            raise invalid("meta.k8s.io", "DeleteOptions", "", [FieldError("FieldValueNotSupported", "propagationPolicy", 'supported values: "Foreground", "Background", "Orphan", "nil"', policy)])
-        if opts.dry_run:
-            return 200, self.present(res, current)
-        if policy == "Orphan":
-            self._orphan(meta["uid"])
-        namespace = res.plural == "namespaces" and not res.group
-        if meta.get("deletionTimestamp"):
-            return 202, self.present(res, current)
-        if meta.get("finalizers") or policy == "Foreground" or namespace:
-            marked = copy.deepcopy(current)
-            marked["metadata"]["deletionTimestamp"] = rfc3339(self.clock())
-            marked["metadata"]["deletionGracePeriodSeconds"] = 0
-            if res.generation:
-                marked["metadata"]["generation"] = int(meta.get("generation", 1)) + 1
-            if policy == "Foreground":
-                marked["metadata"]["finalizers"] = [*(meta.get("finalizers") or []), "foregroundDeletion"]
-            if namespace:
-                marked.setdefault("status", {})["phase"] = "Terminating"
-            stored = self.store.put(res.storage, marked)
-            if policy == "Foreground":
-                self._delete_dependents(meta["uid"])
-                stored = self._settle_foreground(res.storage, stored) or stored
-            if namespace:
-                self._empty_namespace(name)
-                stored = self._settle_namespace(name) or stored
-            gone_now = self.store.get(res.storage, meta.get("namespace", ""), name) is None
-            return (200 if gone_now else 202), self.present(res, stored)
-        final = self.store.remove(res.storage, current)
-        self._removed(res.storage, final)
-        if res.return_deleted:
-            return 200, self.present(res, final)
-        details = {"name": name, "kind": res.plural, "uid": meta["uid"]}
-        if res.group:
-            details["group"] = res.group
-        return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
-
-    def _removed(self, storage: str, obj: JSON) -> None:
-        """After an object is gone: cascade to dependents, finish waiting owners and namespaces."""
-        if storage == "customresourcedefinitions.apiextensions.k8s.io":
-            for res in self.registry.unregister_crd(obj["metadata"]["name"]):
-                for item in self.store.select(res.storage):
-                    self._removed(res.storage, self.store.remove(res.storage, item))
-                self.store.drop_storage(res.storage)
-        self._delete_dependents(obj["metadata"]["uid"])
-        for st, other in list(self.store.all_objects()):
-            if "foregroundDeletion" in (other["metadata"].get("finalizers") or []):
-                self._settle_foreground(st, other)
-        ns = obj["metadata"].get("namespace")
-        if ns:
-            self._settle_namespace(ns)
-
-    def _dependents(self, uid: str) -> list[tuple[str, JSON]]:
-        return [(st, o) for st, o in self.store.all_objects()
-                if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])]
-
-    def _delete_dependents(self, uid: str) -> None:
-        live = {o["metadata"]["uid"] for _, o in self.store.all_objects()}
-        for storage, dep in self._dependents(uid):
-            current = self.store.get(storage, dep["metadata"].get("namespace", ""), dep["metadata"]["name"])
-            if current is None or current["metadata"].get("deletionTimestamp"):
-                continue
-            refs = current["metadata"].get("ownerReferences") or []
-            if any(r.get("uid") != uid and r.get("uid") in live for r in refs):
-                updated = copy.deepcopy(current)
-                updated["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
-                self.store.put(storage, updated)
-                continue
-            res = self.registry.storage_resource(storage)
-            self.delete(res, current["metadata"].get("namespace", ""), current["metadata"]["name"], {}, WriteOptions())
-
-    def _orphan(self, uid: str) -> None:
-        for storage, dep in self._dependents(uid):
-            updated = copy.deepcopy(dep)
-            updated["metadata"]["ownerReferences"] = [r for r in updated["metadata"]["ownerReferences"] if r.get("uid") != uid]
-            if not updated["metadata"]["ownerReferences"]:
-                del updated["metadata"]["ownerReferences"]
-            self.store.put(storage, updated)
-
-    def _settle_foreground(self, storage: str, owner: JSON) -> JSON | None:
-        if self._dependents(owner["metadata"]["uid"]):
-            return None
-        updated = copy.deepcopy(owner)
-        updated["metadata"]["finalizers"] = [f for f in owner["metadata"]["finalizers"] if f != "foregroundDeletion"]
-        if updated["metadata"]["finalizers"]:
-            return self.store.put(storage, updated)
-        final = self.store.remove(storage, owner)
-        self._removed(storage, final)
-        return final
-
-    def _empty_namespace(self, ns: str) -> None:
-        for storage, obj in list(self.store.all_objects()):
-            if obj["metadata"].get("namespace") == ns and not obj["metadata"].get("deletionTimestamp"):
-                if self.store.get(storage, ns, obj["metadata"]["name"]) is None:
-                    continue
-                res = self.registry.storage_resource(storage)
-                self.delete(res, ns, obj["metadata"]["name"], {}, WriteOptions())
-
-    def _settle_namespace(self, ns: str) -> JSON | None:
-        namespace = self.store.get("namespaces", "", ns)
-        if namespace is None or not namespace["metadata"].get("deletionTimestamp"):
-            return None
-        if any(o["metadata"].get("namespace") == ns for _, o in self.store.all_objects()):
-            return None
-        final = self.store.remove("namespaces", namespace)
-        self._removed("namespaces", final)
-        return final
+        return self.collector.delete(res, ns, name, options, opts.dry_run)
 
     # --- scale ----------------------------------------------------------------------------
 
