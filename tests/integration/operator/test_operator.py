@@ -118,6 +118,38 @@ def test_owned_service_is_rendered_and_scaled_up_on_slow_first_tokens(
     for once in ("WorkloadCreated", "MetricsUnavailable", "MetricsRestored", "ObjectiveMissed"):
         assert seen.count(once) <= 1, seen
 
+    # `kubectl get infsvc` answers an SRE's first questions from the printer columns.
+    table = subprocess.run(
+        [
+            str(KUBECTL),
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "-n",
+            cluster.namespace,
+            "get",
+            "infsvc",
+            "chat",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    header, row = table.stdout.splitlines()
+    assert header.split() == [
+        "NAME",
+        "OBJECTIVE",
+        "TARGET",
+        "OBSERVED",
+        "REPLICAS",
+        "DESIRED",
+        "BATCH",
+        "MET",
+        "AGE",
+    ]
+    assert re.match(
+        r"chat\s+p99 TTFT\s+1s\s+[\d.]+s\s+\d+\s+\d+\s+64\s+(False|Unknown)\s+\d+s", row
+    ), row
+
     text = operator.scrape()
     labels = f'namespace="{cluster.namespace}",service="chat"'
     assert re.search(rf"sloscale_replicas_desired\{{{labels}\}} [2-9]", text)
