@@ -190,7 +190,7 @@ async def test_the_router_spreads_requests_over_the_ready_pods(sandbox: Sandbox)
     assert min(served) >= 5  # least outstanding: both pods carry the burst
 
 
-async def test_scaling_adds_pods_and_removes_the_cheapest_ones_with_a_drain(sandbox: Sandbox) -> None:
+async def test_scaling_and_deletion_remove_the_cheapest_pods_with_a_drain(sandbox: Sandbox) -> None:
     await asyncio.to_thread(sandbox.kubectl, "apply", "-f", "-", stdin=manifest("beta", replicas=1))
     await asyncio.to_thread(sandbox.kubectl, "scale", "deployment/beta", "--replicas=3")
     await asyncio.to_thread(sandbox.kubectl, "rollout", "status", "deployment/beta", "--timeout=60s")
@@ -249,6 +249,14 @@ async def test_scaling_adds_pods_and_removes_the_cheapest_ones_with_a_drain(sand
     scale = sandbox.api("/apis/apps/v1/namespaces/default/deployments/beta/scale")
     assert (scale["kind"], scale["spec"]["replicas"], scale["status"]["replicas"]) == ("Scale", 1, 1)
 
+    # Deleting the Deployment takes the last pod through the same drain, and out of Prometheus.
+    await asyncio.to_thread(sandbox.kubectl, "delete", "deployment/beta", "--wait=false")
+    await asyncio.to_thread(wait_for, lambda: not sandbox.pods("beta"), 30, "the pods to go")
+    assert not alive(pids[keep])
+    await asyncio.to_thread(
+        wait_for, lambda: not sandbox.prometheus('up{sloscale_service="beta"}'), 30, "its scrape target to go"
+    )
+
 
 def test_a_template_change_rolls_pod_by_pod_without_losing_capacity(sandbox: Sandbox) -> None:
     sandbox.kubectl("apply", "-f", "-", stdin=manifest("gamma", replicas=2, max_num_seqs=64))
@@ -280,16 +288,6 @@ def test_a_template_change_rolls_pod_by_pod_without_losing_capacity(sandbox: San
     assert status["updatedReplicas"] == status["replicas"] == 2
 
 
-def test_deleting_a_deployment_drains_and_removes_its_pods(sandbox: Sandbox) -> None:
-    sandbox.kubectl("apply", "-f", "-", stdin=manifest("epsilon", replicas=1))
-    sandbox.kubectl("rollout", "status", "deployment/epsilon", "--timeout=60s")
-    pid = next(p["pid"] for n, p in sandbox.state["pods"].items() if "/epsilon-" in n)
-    sandbox.kubectl("delete", "deployment/epsilon", "--wait=false")
-    wait_for(lambda: not sandbox.pods("epsilon"), 30, "the pods to go")
-    wait_for(lambda: not alive(pid), 30, "the pod's process to exit")
-    wait_for(lambda: not sandbox.prometheus('up{sloscale_service="epsilon"}'), 30, "its target to go")
-
-
 # -- up and down -----------------------------------------------------------------------------
 
 
@@ -301,7 +299,7 @@ def test_up_runs_the_operator_and_down_leaves_nothing_running(tmp_path: Path) ->
         again = sloscale("sandbox", "up", "--dir", str(tmp_path))
         assert again.returncode == 1 and "already runs" in again.stderr
         box.kubectl("apply", "-f", "-", stdin=manifest("zeta", replicas=1))
-        box.kubectl("rollout", "status", "deployment/zeta", "--timeout=60s")
+        wait_for(lambda: box.state["pods"], 30, "a pod")
         state = box.state
         assert state["operator"]["running"], (tmp_path / "operator.log").read_text()[-2000:]
         pids = [state["pid"], state["prometheus"]["pid"], state["operator"]["pid"]]

@@ -257,6 +257,24 @@ async def test_the_batch_cap_holds_and_the_queue_grows_behind_it(emulator: Start
     assert value(fams, "vllm:request_success", "_total", finished_reason="length") == 3 * cap
 
 
+async def test_the_token_budget_and_kv_capacity_bind_with_preemption_and_no_lost_request(emulator: Start) -> None:
+    budget, blocks = 50, 20  # 50 tokens per step; a KV cache of 20 blocks of 16 = 320 tokens
+    pod = emulator(
+        "--model", "m", "--speedup", "10", "--max-num-seqs", "4", "--max-num-batched-tokens", str(budget),
+        "--num-gpu-blocks-override", str(blocks), "--max-model-len", "300",
+    )  # fmt: skip
+    async with aiohttp.ClientSession() as s:
+        body = {"prompt": "w " * 100, "max_tokens": 150}  # 250 tokens each: four cannot fit at once
+        results = await asyncio.gather(*[post(s, pod.url + "/v1/completions", body) for _ in range(4)])
+        fams = await scrape(s, pod)
+    assert [(status, answer["usage"]["completion_tokens"]) for status, answer in results] == [(200, 150)] * 4
+    assert value(fams, "vllm:num_preemptions", "_total") > 0
+    steps = value(fams, "vllm:iteration_tokens_total", "_count")
+    assert value(fams, "vllm:iteration_tokens_total", "_bucket", le=f"{budget:.1f}") == steps  # none above it
+    # Recomputed prompts are not counted again: prompt tokens are per request, as in vLLM.
+    assert value(fams, "vllm:prompt_tokens", "_total") == 4 * 100
+
+
 async def test_inter_token_latency_grows_with_the_batch(emulator: Start) -> None:
     async def mean_itl(concurrency: int) -> float:
         pod = emulator("--model", "m", "--max-num-seqs", "64", "--speedup", "20")
