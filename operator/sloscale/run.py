@@ -3,8 +3,9 @@
 Every flag has an environment variable (the Helm chart sets those), and the flags only fill a
 `RunConfig`; the clients are built from it in the one composition root, kopf's startup handler
 (`handlers.py`). kopf itself runs programmatically: standalone unless `--peering` names a peering
-object, cluster-wide unless `--namespace` lists namespaces. SIGTERM and SIGINT stop it gracefully
-(the tick loop is cancelled, the telemetry server closed).
+object (then each replica draws a random priority and only the highest acts; see
+`peering_priority`), cluster-wide unless `--namespace` lists namespaces. SIGTERM and SIGINT stop
+it gracefully (the tick loop is cancelled, the telemetry server closed).
 
 Heavy imports (kopf, the Kubernetes client) happen inside the command, so that `sloscale --help`
 stays fast.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -158,6 +160,14 @@ def run_operator(config: RunConfig) -> None:
         memo=kopf.Memo(config=config),
         standalone=config.peering is None,
         peering_name=config.peering,
+        priority=peering_priority() if config.peering else None,
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
     )
+
+
+def peering_priority() -> int:
+    """A priority of this replica's own. kopf pauses every operator that sees a peer of higher *or
+    equal* priority, so replicas of one Deployment (same flags) need distinct ones: with random
+    priorities exactly one is active, and when it stops the next highest takes over."""
+    return random.SystemRandom().randrange(1, 2**31)
