@@ -74,6 +74,7 @@ def up(
     dir: Annotated[Path, typer.Option("--dir", help="Where the sandbox keeps its kubeconfig, state and logs.")],
     speedup: Annotated[float, typer.Option(help="Model seconds per real second in every emulated pod.")] = 1.0,
     cold_start: Annotated[float, typer.Option(help="Model seconds from pod start to ready (the model load).")] = 20.0,
+    gpu_profile: Annotated[str, typer.Option(help="Emulated GPU: H100, A100, or e.g. h100:a=8.5.")] = "H100",
     operator: Annotated[bool, typer.Option(help="Also run the operator (`sloscale run`).")] = True,
     operator_tick: Annotated[str, typer.Option(help="The operator's reconcile interval.")] = "5s",
     timeout: Annotated[float, typer.Option(help="Give up if not ready after this many seconds.")] = 90.0,
@@ -83,7 +84,15 @@ def up(
     from sloscale.sandbox.sandbox import up as start
 
     try:
-        state = start(SandboxConfig(dir, speedup, cold_start, operator, operator_tick), timeout)
+        config = SandboxConfig(
+            dir,
+            speedup=speedup,
+            cold_start_s=cold_start,
+            gpu_profile=gpu_profile,
+            operator=operator,
+            operator_tick=operator_tick,
+        )
+        state = start(config, timeout)
     except SandboxError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(1) from None

@@ -44,7 +44,6 @@ import asyncio
 import contextlib
 import ctypes
 import logging
-import os
 import random
 import signal
 import socket
@@ -201,6 +200,7 @@ class KubeletConfig:
     workdir: Path  # pod logs go under workdir/pods
     speedup: float = 1.0  # passed to every pod (model seconds per real second)
     cold_start_s: float = 20.0  # model seconds from process start to ready (the model load)
+    gpu_profile: str = "H100"  # the emulated GPU (`vllm_emulator --gpu-profile`)
     probe_period_s: float = 0.25
     idle_period_s: float = 1.0
     stop_grace_s: float = 10.0  # when the sandbox stops: drain budget for all pods together
@@ -368,6 +368,7 @@ class Kubelet:
             "--host", ip,
             "--speedup", f"{self.config.speedup:g}",
             "--startup-delay", f"{self.config.cold_start_s:g}",
+            "--gpu-profile", self.config.gpu_profile,
             "--shutdown-grace", f"{max(0.0, grace - 1):g}",
         ]  # fmt: skip
         log_path = self.config.workdir / "pods" / f"{meta['namespace']}.{meta['name']}.log"
@@ -626,30 +627,3 @@ def _target_port(service_port: JSON, pod: JSON) -> int:
             if port.get("name") == target:
                 return int(port["containerPort"])
     return int(service_port.get("port", 80))
-
-
-async def run(config: KubeletConfig) -> None:
-    """Run a stand-in until SIGTERM or SIGINT (for `python -m sloscale.sandbox.kubelet`)."""
-    kubelet = Kubelet(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await kubelet.start()
-    try:
-        await stop.wait()
-    finally:
-        await kubelet.stop()
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Run the sandbox's kubelet stand-in against a kubeconfig.")
-    parser.add_argument("--kubeconfig", type=Path, required=True)
-    parser.add_argument("--workdir", type=Path, default=Path(os.getcwd()))
-    parser.add_argument("--speedup", type=float, default=1.0)
-    parser.add_argument("--cold-start", type=float, default=20.0)
-    ns = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    asyncio.run(run(KubeletConfig(ns.kubeconfig, ns.workdir, ns.speedup, ns.cold_start)))

@@ -19,8 +19,8 @@ does not stop in time, `down` kills every process the state file names (after ch
 still the process it recorded). Pods and the operator are also tied to the supervisor's life
 (PR_SET_PDEATHSIG), so nothing outlives a killed supervisor for long.
 
-Pods run with `--speedup` and a cold start of `--cold-start` model seconds (see `realtime_engine`
-for the time convention).
+Pods run with `--speedup`, a cold start of `--cold-start` model seconds (see `realtime_engine`
+for the time convention) and the GPU timing of `--gpu-profile`.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class SandboxConfig:
     directory: Path
     speedup: float = 1.0
     cold_start_s: float = 20.0  # model seconds
+    gpu_profile: str = "H100"
     operator: bool = True
     operator_tick: str = "5s"
     scrape_interval_s: float = 1.0
@@ -120,7 +121,13 @@ class Sandbox:
         await asyncio.to_thread(self.prometheus.start)
         log.info("Prometheus at %s", self.prometheus.url)
         self.kubelet = Kubelet(
-            KubeletConfig(self.kubeconfig, self.dir, self.config.speedup, self.config.cold_start_s),
+            KubeletConfig(
+                self.kubeconfig,
+                self.dir,
+                speedup=self.config.speedup,
+                cold_start_s=self.config.cold_start_s,
+                gpu_profile=self.config.gpu_profile,
+            ),
             on_targets=self.prometheus.set_targets,
             on_change=self.write_state,
         )
@@ -178,6 +185,7 @@ class Sandbox:
             "operator": operator,
             "speedup": self.config.speedup,
             "cold_start_s": self.config.cold_start_s,
+            "gpu_profile": self.config.gpu_profile,
             **(self.kubelet.snapshot() if self.kubelet is not None else {}),
         }
 
@@ -254,7 +262,7 @@ def up(config: SandboxConfig, timeout_s: float = 90.0) -> dict[str, Any]:
         (directory / STATE_FILE).unlink()
     argv = [
         sys.executable, "-m", SUPERVISOR_MARKER, "--dir", str(directory),
-        "--speedup", f"{config.speedup:g}", "--cold-start", f"{config.cold_start_s:g}",
+        "--speedup", f"{config.speedup:g}", "--cold-start", f"{config.cold_start_s:g}", "--gpu-profile", config.gpu_profile,
         "--operator-tick", config.operator_tick, "--scrape-interval", f"{config.scrape_interval_s:g}",
     ]  # fmt: skip
     if not config.operator:
@@ -318,12 +326,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--speedup", type=float, default=1.0)
     parser.add_argument("--cold-start", type=float, default=20.0)
+    parser.add_argument("--gpu-profile", default="H100")
     parser.add_argument("--operator-tick", default="5s")
     parser.add_argument("--scrape-interval", type=float, default=1.0)
     parser.add_argument("--no-operator", action="store_true")
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
-    config = SandboxConfig(ns.dir, ns.speedup, ns.cold_start, not ns.no_operator, ns.operator_tick, ns.scrape_interval)
+    config = SandboxConfig(
+        ns.dir,
+        speedup=ns.speedup,
+        cold_start_s=ns.cold_start,
+        gpu_profile=ns.gpu_profile,
+        operator=not ns.no_operator,
+        operator_tick=ns.operator_tick,
+        scrape_interval_s=ns.scrape_interval,
+    )
     sys.exit(asyncio.run(serve(config)))
 
 
