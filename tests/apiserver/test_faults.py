@@ -93,7 +93,7 @@ def _open_watch(cluster: Cluster, path: str) -> tuple[threading.Thread, list[obj
 
 def test_open_watches_can_be_cut(faulty: Cluster) -> None:
     thread, seen, _ = _open_watch(faulty, "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=60")
-    for _ in range(100):
+    for _ in range(400):
         if faulty.api.faults.open_watches() == 1:
             break
         threading.Event().wait(0.05)

@@ -57,7 +57,7 @@ def test_kopf_operator_lifecycle(kopf_cluster: Cluster, attempt: int, monkeypatc
         assert created["status"]["replicas"] == {"desired": 1}
         assert FINALIZER in created["metadata"]["finalizers"]
 
-        assert cluster.api.faults.drop_watches(PLURAL) >= 1
+        _until(lambda: cluster.api.faults.drop_watches(PLURAL) >= 1, "an open watch to cut")
         c.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "svc", {"spec": {"replicas": {"max": 5}}})
         updated = _until(lambda: get().get("status", {}).get("observedGeneration") == 2 and get(), "the update handler's status")
         assert updated["status"]["replicas"] == {"desired": 5}
