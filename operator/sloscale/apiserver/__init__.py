@@ -21,7 +21,8 @@ Deliberately not emulated: authentication, authorization and RBAC (every request
 TLS; server-side apply and managedFields; admission webhooks and admission plugins (no
 LimitRanges, quotas, service accounts tokens); controllers — no ReplicaSet or Deployment
 controller, no scheduler, no kubelet, no endpoints controller: Deployment status and Pods are
-written by whoever stands in for them (the sandbox); garbage collection beyond ownerReferences
+written by whoever stands in for them (the sandbox); pod subresources that need a kubelet
+(log, exec, port-forward, eviction), nodes and proxies; garbage collection beyond ownerReferences
 cascading (Background, Foreground, Orphan); pod graceful termination (a pod without finalizers
 goes at once); the CRD instance-cleanup finalizer; CRD conversion webhooks (versions of one CRD
 share one stored shape); protobuf and CBOR; aggregated discovery (clients fall back to the
