@@ -316,13 +316,17 @@ def test_up_runs_the_operator_and_down_leaves_nothing_running(tmp_path: Path) ->
 
 
 def test_a_killed_supervisor_takes_its_pods_along_and_down_cleans_up(tmp_path: Path) -> None:
-    started = sloscale("sandbox", "up", "--dir", str(tmp_path), "--speedup", "10", "--cold-start", "5", "--no-operator")
+    started = sloscale(
+        "sandbox", "up", "--dir", str(tmp_path), "--speedup", "10", "--cold-start", "5", "--gpu-profile", "A100", "--no-operator"
+    )
     try:
         assert started.returncode == 0, started.stderr
         box = Sandbox(tmp_path)
         box.kubectl("apply", "-f", "-", stdin=manifest("eta", replicas=1))
         wait_for(lambda: box.state["pods"], 30, "a pod")
         state = box.state
+        cmdline = Path(f"/proc/{next(iter(state['pods'].values()))['pid']}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[cmdline.index(b"--gpu-profile") + 1] == b"A100"  # the sandbox's emulated GPU
         os.kill(state["pid"], signal.SIGKILL)
         pod_pid = next(iter(state["pods"].values()))["pid"]
         wait_for(lambda: not alive(pod_pid), 10, "the pod to die with the supervisor")
