@@ -8,8 +8,8 @@
         ...
 
 CRDs given at start are created as if applied (multi-document YAML files are fine) before the
-server accepts connections. `faults` injects failures; `store` and `objects` are the server's
-state for tests that need to look behind the API (use them on the server's loop only).
+server accepts connections. `faults` injects failures (from any thread); `store` and `objects`
+are the server's state, to be touched only on the server's own event loop.
 """
 
 from __future__ import annotations
@@ -132,11 +132,3 @@ class ApiServer:
         finally:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(30)
-
-    def call(self, fn: Any, *args: Any) -> Any:
-        """Run a function on the server's loop from another thread (in_thread mode) and return its result."""
-        loop = self.server.watches.loop
-        assert loop is not None
-        async def wrapper() -> Any:
-            return fn(*args)
-        return asyncio.run_coroutine_threadsafe(wrapper(), loop).result(30)
