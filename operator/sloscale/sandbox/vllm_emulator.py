@@ -35,7 +35,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -253,7 +253,7 @@ class EmulatorServer:
         model = body.get("model")
         if model is not None and model not in self.config.served_model_names:
             raise RequestError(404, f"The model `{model}` does not exist.", "NotFoundError")
-        if int(body.get("n", 1)) != 1:
+        if body.get("n", 1) != 1:
             raise RequestError(400, "only n=1 is supported")
         prompt_tokens = prompt_tokens_of(body, chat)
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens")) if chat else body.get("max_tokens")
@@ -346,10 +346,11 @@ class _Shape:
     model: str
     prompt_tokens: int
     created: int
-    id: str = ""
+    uid: str = field(default_factory=lambda: uuid.uuid4().hex)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "id", f"{'chatcmpl' if self.chat else 'cmpl'}-{uuid.uuid4().hex}")
+    @property
+    def id(self) -> str:
+        return f"{'chatcmpl' if self.chat else 'cmpl'}-{self.uid}"
 
     def usage(self, completion_tokens: int) -> dict[str, int]:
         return {
