@@ -13,6 +13,7 @@ import typer
 
 from sloscale import run as run_command
 from sloscale.sandbox import commands as sandbox_commands
+from sloscale.sim import command as bench_command
 
 app = typer.Typer(
     name="sloscale",
@@ -24,6 +25,7 @@ sandbox_app = typer.Typer(help="The local sandbox: Kubernetes API emulator, emul
 app.add_typer(sandbox_app, name="sandbox")
 sandbox_commands.register(sandbox_app)
 app.command(name="run")(run_command.run)
+app.command(name="bench")(bench_command.bench)
 
 
 @sandbox_app.command("apiserver")

@@ -11,8 +11,9 @@ Formats read:
 - JSONL, one request per line: `timestamp` in milliseconds, `input_length`, `output_length`;
   other fields are ignored.
 
-Public traces come from fleets far larger than the one under test, so their rate is rescaled:
-`scale_rate(x)` compresses time by `x` (same requests, x times the rate, burstiness kept), and
+Public traces come from fleets of another size, so their rate is rescaled: `scale_rate(x)`
+compresses time by `x` (same requests, x times the rate, a shorter trace), `multiply(x)` replays
+each request about `x` times over the same span (x times the rate, same duration), and
 `modulate(shape)` bends the arrival times so that the rate follows a rate-shape file (ServeGen's
 per-window aggregate rates: `window_start_s,total_rate_rps,active_clients`) — a diurnal or weekly
 envelope over a one-hour per-request trace. Zero-rate windows in a shape are collection gaps and
@@ -79,6 +80,30 @@ class Trace:
         if not factor > 0 or math.isinf(factor):
             raise ValueError(f"rate factor must be a positive number, got {factor}")
         return Trace(self.arrival_s / factor, self.input_tokens, self.output_tokens, self.name)
+
+    def multiply(self, factor: float, jitter_s: float = 1.0, seed: int = 0) -> Trace:
+        """`factor` times the rate over the same span: each request is replayed `floor(factor)`
+        times, plus once more with probability `factor - floor(factor)`, each copy shifted by a
+        uniform offset in [0, jitter_s). The minute-scale rate shape and the length mix are kept;
+        bursts grow with the rate, as they do in a larger fleet."""
+        if not factor > 0 or math.isinf(factor):
+            raise ValueError(f"rate factor must be a positive number, got {factor}")
+        if jitter_s < 0:
+            raise ValueError("jitter must be non-negative")
+        rng = np.random.default_rng(seed)
+        whole = int(factor)
+        copies = np.full(len(self), whole, dtype=np.int64)
+        copies += rng.random(len(self)) < factor - whole
+        idx = np.repeat(np.arange(len(self)), copies)
+        shift = rng.uniform(0.0, jitter_s, size=len(idx)) if jitter_s > 0 else np.zeros(len(idx))
+        # The first copy of each request keeps its time, so factor 1 returns the trace itself.
+        first = np.ones(len(idx), dtype=bool)
+        first[1:] = idx[1:] != idx[:-1]
+        arrival = self.arrival_s[idx] + np.where(first, 0.0, shift)
+        order = np.argsort(arrival, kind="stable")
+        return Trace(
+            arrival[order], self.input_tokens[idx][order], self.output_tokens[idx][order], self.name
+        )
 
     def slice(self, start_s: float, end_s: float | None = None) -> Trace:
         """Requests arriving in [start_s, end_s), re-based so the slice starts at 0."""

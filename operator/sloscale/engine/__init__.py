@@ -6,13 +6,15 @@ The fleet simulator and the emulated vLLM pod both run it; neither re-implements
 """
 
 from sloscale.engine.closed_loop import ClosedLoopResult, closed_loop
-from sloscale.engine.model import EngineModel, Phase, Request, StepResult
+from sloscale.engine.model import DecodePlan, DecodeRun, EngineModel, Phase, Request, StepResult
 from sloscale.engine.profiles import custom_profile, resolve_profile
 from sloscale.engine.steady import steady_state
 
 __all__ = [
     "ClosedLoopResult",
     "closed_loop",
+    "DecodePlan",
+    "DecodeRun",
     "EngineModel",
     "Phase",
     "Request",

@@ -29,6 +29,7 @@ start or finish in it, which is what lets the simulator replay hours of traffic 
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
@@ -153,6 +154,38 @@ class StepResult:
     @property
     def idle(self) -> bool:
         return self.num_tokens == 0
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeRun:
+    """`steps` consecutive pure decode steps of `num_decoded` tokens each (see `run_decodes`).
+
+    Step durations grow linearly from `first_step_s` to `last_step_s`; `finished` end at `end_s`.
+    """
+
+    start_s: float
+    end_s: float
+    steps: int
+    num_decoded: int
+    first_step_s: float
+    last_step_s: float
+    finished: tuple[Request, ...]
+
+    def step_duration(self, j: int) -> float:
+        if self.steps == 1:
+            return self.first_step_s
+        return self.first_step_s + (self.last_step_s - self.first_step_s) * j / (self.steps - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodePlan:
+    """A pure decode run not yet applied (`EngineModel.peek_decodes`): its `steps`, when it
+    ends, when its last step starts (when its `finishing` requests leave the running set)."""
+
+    steps: int
+    end_s: float
+    last_start_s: float
+    finishing: int
 
 
 class EngineModel:
@@ -445,6 +478,110 @@ class EngineModel:
             now, duration, num_tokens, n_dec, prefill_tokens, decoded, tuple(chunks),
             tuple(first_tokens), tuple(finished), tuple(preempted), tuple(gaps),
         )  # fmt: skip
+
+    # -- fast-forward -------------------------------------------------------------------------
+
+    def run_decodes(self, now: float, limit: float = math.inf) -> DecodeRun | None:
+        """Run, in closed form, the steps that `step()` would run from `now` while nothing but
+        decodes can happen: no prompt in flight, no admissible waiting request, and enough free
+        KV blocks. It stops after the step that finishes the next request, and never starts a
+        step at or after `limit` (except the first, at `now`), so the caller can deliver the next
+        arrival or observation at `limit` exactly as with single steps. None when the next step is
+        not a pure decode step; call `step()` then.
+
+        Step j of the run lasts `A + j*n*d` (each of the n decodes attends one more token per
+        step), so the run's length and end follow from a quadratic, not a loop.
+        """
+        plan = self._plan_decodes(now, limit)
+        if plan is None:
+            return None
+        m, first, growth = plan
+        n = self._n_decoding
+        bs = self.block_size
+        # Blocks opened during the run: per phase r, the steps j < m with (r + count + j) % bs == 0.
+        opened = 0
+        count = self._decode_count
+        for r, requests in enumerate(self._phase_count):
+            if requests:
+                j0 = (-r - count) % bs
+                if j0 < m:
+                    opened += requests * ((m - 1 - j0) // bs + 1)
+        self._used_blocks += opened
+        end = now + first * m + growth * m * (m - 1) / 2
+        self._decode_count += m
+        self._ctx_sum += n * m
+        finished: list[Request] = []
+        heap = self._finish_heap
+        while heap and heap[0][0] <= self._decode_count:
+            _, _, epoch, req = heapq.heappop(heap)
+            if req.phase is Phase.DECODE and req._epoch == epoch:
+                self._finish(req, end, finished)
+        self.generation_tokens_total += n * m
+        self._last_end_s = end
+        return DecodeRun(now, end, m, n, first, first + growth * (m - 1), tuple(finished))
+
+    def peek_decodes(self, now: float) -> DecodePlan | None:
+        """What `run_decodes(now)` would do, without doing it: a caller can schedule the run's
+        end and apply it (or a prefix of it, with a `limit`) only when something needs to see
+        the engine. None when the next step is not a pure decode step."""
+        plan = self._plan_decodes(now, math.inf)
+        if plan is None:
+            return None
+        m, first, growth = plan
+        last_start = now + first * (m - 1) + growth * (m - 1) * (m - 2) / 2
+        end = last_start + first + growth * (m - 1)
+        # Count the live heap entries finishing by the run's end, visiting only those subtrees.
+        finishing = 0
+        target = self._decode_count + m
+        heap = self._finish_heap
+        stack = [0] if heap else []
+        while stack:
+            i = stack.pop()
+            finish_at, _, epoch, req = heap[i]
+            if finish_at <= target:
+                if req.phase is Phase.DECODE and req._epoch == epoch:
+                    finishing += 1
+                stack.extend(c for c in (2 * i + 1, 2 * i + 2) if c < len(heap))
+        return DecodePlan(m, end, last_start, finishing)
+
+    def _plan_decodes(self, now: float, limit: float) -> tuple[int, float, float] | None:
+        """(steps, first step's duration, growth per step) of the pure decode run from `now`."""
+        n = self._n_decoding
+        if not n or self._prefilling:
+            return None
+        if self._waiting and len(self._running) < self.max_num_seqs:
+            head = self._waiting[0]
+            chunk = min(head.prefill_target, self.max_num_batched_tokens - n)
+            if self._used_blocks + -(-chunk // self.block_size) <= self.kv_capacity_blocks:
+                return None  # the head of the queue would be admitted
+        heap = self._finish_heap
+        while heap and (heap[0][3].phase is not Phase.DECODE or heap[0][3]._epoch != heap[0][2]):
+            heapq.heappop(heap)
+        m = heap[0][0] - self._decode_count  # steps up to and including the next finish
+        free = self.kv_capacity_blocks - self._used_blocks
+        # Each decoding request opens at most one block per `block_size` steps.
+        m_kv = (free // n - 1) * self.block_size + 1 if free >= n else 0
+        if m_kv < 1:
+            return None
+        m = min(m, m_kv)
+        first = (
+            self._a + (self._s * (n - self._k) if n > self._k else 0.0) + self._d * self._ctx_sum
+        )
+        growth = self._d * n
+        span = limit - now
+        if m > 1 and span < first * m + growth * m * (m - 1) / 2:
+            # The largest j with start_j = j*first + growth*j*(j-1)/2 < span, plus the step at 0.
+            if growth > 0:
+                b = first - growth / 2
+                j = int((-b + math.sqrt(b * b + 2 * growth * span)) / growth)
+            else:
+                j = int(span / first)
+            while j > 0 and j * first + growth * j * (j - 1) / 2 >= span:
+                j -= 1
+            while j + 1 < m and (j + 1) * first + growth * (j + 1) * j / 2 < span:
+                j += 1
+            m = max(1, j + 1)
+        return m, first, growth
 
     # -- bookkeeping ----------------------------------------------------------------------------
     #

@@ -1,0 +1,50 @@
+"""Our control law in the simulator: the operator's own `sloscale.scaling.decide`, unchanged.
+
+The adapter does what the reconcile loop does live and nothing more: it builds the `Observation`
+from the queried metrics and the workload, calls `decide`, keeps the returned state for the next
+tick, and hands the decision's replicas and batch to the Deployment. Times are shifted to an
+epoch (simulated second 0 = `EPOCH`) so the law sees realistic timestamps.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+from sloscale.scaling import decide
+from sloscale.scaling.decision import Decision
+from sloscale.scaling.policy import Policy
+from sloscale.scaling.snapshot import MetricsSnapshot, Observation
+from sloscale.scaling.state import ControlState
+from sloscale.sim.fleet import Command, FleetView
+
+EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+class SloScaleLaw:
+    """The operator's control law, ticking every `interval_s` (the operator's default 15 s)."""
+
+    name = "sloscale"
+
+    def __init__(
+        self,
+        policy: Policy,
+        initial_replicas: int,
+        initial_batch: int | None,
+        interval_s: float = 15.0,
+    ):
+        self.policy = policy
+        self.interval_s = interval_s
+        self.state = ControlState.initial(EPOCH, initial_replicas, initial_batch)
+        self.reasons: Counter[str] = Counter()
+        self.last: Decision | None = None
+
+    def tick(self, view: FleetView) -> Command:
+        metrics = view.metrics()
+        if isinstance(metrics, MetricsSnapshot):
+            metrics = replace(metrics, taken_at=metrics.taken_at + EPOCH)
+        observation = Observation(metrics, view.workload())
+        decision, self.state = decide(observation, self.policy, self.state, view.now + EPOCH)
+        self.last = decision
+        self.reasons[decision.reason] += 1
+        return Command(replicas=decision.replicas, max_num_seqs=decision.max_num_seqs)
