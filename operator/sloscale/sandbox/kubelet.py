@@ -280,6 +280,9 @@ class Kubelet:
             except (ApiError, aiohttp.ClientError, TimeoutError) as err:
                 log.warning("sync failed, retrying: %s", err)
                 busy = True
+            except Exception:  # noqa: BLE001 - a controller outlives one bad pass
+                log.exception("sync failed, retrying")
+                busy = True
             period = self.config.probe_period_s if busy else self.config.idle_period_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), period)
