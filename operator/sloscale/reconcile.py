@@ -225,7 +225,11 @@ class ServiceReconciler:
             if spec.advisory
             else replace(decision, replicas=applied.replicas, max_num_seqs=applied.max_num_seqs),
             replicas_before=seen.replicas,
-            batch_before=seen.max_num_seqs,
+            batch_before=(
+                seen.max_num_seqs
+                if seen.max_num_seqs is not None
+                else policy.profile.default_max_num_seqs
+            ),
             advisory=spec.advisory,
             recommended_before=(
                 previous.replicas.desired if previous.replicas else None,
@@ -255,7 +259,8 @@ class ServiceReconciler:
             if replicas != seen.replicas:
                 self.workloads.scale(namespace, target, replicas)
                 applied = replace(applied, replicas=replicas)
-            if policy.batching.enabled and batch is not None and batch != seen.max_num_seqs:
+            if batch_write_needed(policy, seen, batch):
+                assert batch is not None
                 self.workloads.set_batch(
                     deployment,
                     batch,
@@ -359,6 +364,26 @@ def _log_decision(key: ServiceKey, decision: Decision) -> None:
     if logger.isEnabledFor(logging.DEBUG):
         stages = "; ".join(f"{s.stage} {s.reason}: {s.message}" for s in decision.stages)
         logger.debug("%s/%s stages: %s", *key, stages)
+
+
+def batch_write_needed(policy: Policy, seen: WorkloadObservation, batch: int | None) -> bool:
+    """Whether the decided batch means a pod-template change. A template without the flag runs
+    vLLM's default, which the control law also assumes, so deciding that value is no change; a
+    value outside the spec's bounds is never written."""
+    if not policy.batching.enabled or batch is None:
+        return False
+    current = (
+        seen.max_num_seqs if seen.max_num_seqs is not None else policy.profile.default_max_num_seqs
+    )
+    within = policy.batching.min_seqs <= batch <= policy.batching.max_seqs
+    if batch != current and not within:
+        logger.warning(
+            "not writing --max-num-seqs=%d: outside [%d, %d]",
+            batch,
+            policy.batching.min_seqs,
+            policy.batching.max_seqs,
+        )
+    return batch != current and within
 
 
 def seen_levers(seen: WorkloadObservation) -> Applied:

@@ -16,12 +16,17 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_cases import histogram, snapshot
+from operator_cases import TTFT_1S, histogram, snapshot
 
 from sloscale.apiserver import ApiServer
 from sloscale.kube import MERGE_PATCH, KubeApi
-from sloscale.reconcile import Fleet, Outcome, ServiceReconciler
-from sloscale.scaling.snapshot import MetricsSnapshot, MetricsUnavailable, Unavailability
+from sloscale.reconcile import Fleet, Outcome, ServiceReconciler, batch_write_needed
+from sloscale.scaling.snapshot import (
+    MetricsSnapshot,
+    MetricsUnavailable,
+    Unavailability,
+    WorkloadObservation,
+)
 from sloscale.telemetry import Telemetry
 
 ROOT = Path(__file__).parents[3]
@@ -318,3 +323,21 @@ def test_a_metrics_source_that_raises_is_an_outage_not_a_crash(
     assert "connection pool exhausted" in available["message"]
     d = deployment(client, "blind")
     assert d is not None and d["spec"]["replicas"] == 1
+
+
+@pytest.mark.parametrize(
+    ("template_batch", "decided", "write"),
+    [
+        (64, 128, True),  # a move within bounds
+        (64, 64, False),  # no move
+        (None, 1024, False),  # no flag: vLLM's default on H100, which the law assumed
+        (None, 128, True),  # no flag, and the law wants a bound-respecting batch
+        (64, 4096, False),  # outside batching bounds [8, 256]: never written
+        (64, None, False),  # batching off in the decision
+    ],
+)
+def test_which_batch_decisions_touch_the_pod_template(
+    template_batch: int | None, decided: int | None, write: bool
+) -> None:
+    seen = WorkloadObservation(replicas=2, ready=2, starting=0, max_num_seqs=template_batch)
+    assert batch_write_needed(TTFT_1S, seen, decided) is write
