@@ -182,3 +182,10 @@ def test_map_lists_refuse_duplicate_keys_and_date_times_are_checked(cluster: Clu
     assert _causes(json.loads(err.value.body))[0][:2] == ("FieldValueInvalid", "status.conditions[0].lastTransitionTime")
     ok = cluster.custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, "a", {"status": {"conditions": [cond], "lastScaleTime": "2026-01-01T00:00:00.5+02:00"}})
     assert ok["status"]["conditions"] == [cond]
+
+
+def test_durations_beyond_gos_range_fail_the_rule_as_an_evaluation_error(cluster: Cluster, ns: str) -> None:
+    assert cluster.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, isvc("ok", objective={"type": "Latency", "latency": {**LATENCY, "target": "2562047h"}}))
+    causes = _causes(_reject(cluster, ns, isvc("x", objective={"type": "Latency", "latency": {**LATENCY, "target": "2562048h"}})))
+    assert causes == [("FieldValueInvalid", "spec.objective.latency",
+                       'Invalid value: "object": time: invalid duration "2562048h" evaluating rule: target must be a positive duration such as 800ms or 2s')]

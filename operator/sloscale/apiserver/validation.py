@@ -249,10 +249,27 @@ def _quote(value: Any) -> str:
 # --- CEL ----------------------------------------------------------------------------------
 
 
+_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+_GO_MAX_NS = 2**63 - 1
+
+
 def _duration(value: Any) -> Any:
-    if isinstance(value, str) and not _GO_DURATION.match(value):
-        raise ValueError(f"invalid duration {value!r}")
+    """CEL `duration()` as Kubernetes has it: Go's time.ParseDuration grammar and int64 range."""
+    if isinstance(value, str):
+        if not _GO_DURATION.match(value):
+            raise ValueError(f'time: invalid duration "{value}"')
+        total = sum(float(n) * _UNIT_NS[u] for n, _, u in re.findall(r"(([0-9]*\.?[0-9]*))(ns|us|µs|ms|s|m|h)", value))
+        if total > _GO_MAX_NS:
+            raise ValueError(f'time: invalid duration "{value}"')
     return celpy.celtypes.DurationType(value)
+
+
+def _eval_error(exc: BaseException) -> str:
+    """The innermost message of a cel-python evaluation error."""
+    args = exc.args
+    if len(args) >= 3 and isinstance(args[2], tuple) and args[2]:
+        return str(args[2][0])
+    return str(args[0]) if args else str(exc)
 
 
 def _s(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -422,7 +439,9 @@ class SchemaValidator:
             try:
                 ok = rule.program.evaluate(activation)
             except Exception as exc:  # noqa: BLE001 - CEL evaluation errors become field errors
-                errors.append(FieldError("FieldValueInvalid", where, f"{exc.args[0] if exc.args else exc}", type_name))
+                # As upstream: "<error> evaluating rule: <message, or the rule itself>".
+                about = (spec.get("message") or spec["rule"]).strip()
+                errors.append(FieldError("FieldValueInvalid", where, f"{_eval_error(exc)} evaluating rule: {about}", type_name))
                 continue
             if ok is True or (isinstance(ok, celpy.celtypes.BoolType) and bool(ok)):
                 continue
