@@ -317,6 +317,7 @@ class FleetSimulation:
                     pod_or_none.state = PodState.READY
                     self._start_durations.append((t, t - pod_or_none.created_s))
                     self._flush_buffer(t)
+                    self._flush(t)  # a rollout may now pick an old pod to drain by its load
                     self._reconcile(t)
             elif kind == _SCRAPE:
                 self._scrape(t)

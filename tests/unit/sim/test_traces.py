@@ -173,3 +173,19 @@ def test_bad_rate_shape_files_are_refused(tmp_path: Path) -> None:
         traces.load_rate_shape(
             write(tmp_path / "b2.csv", "window_start_s,total_rate_rps\n0,1\n600,x\n")
         )
+
+
+def test_multiply_scales_the_rate_over_the_same_span() -> None:
+    t = traces.load_trace(AZURE / "AzureLLMInferenceTrace_conv.csv").slice(0, 1200)
+    big = t.multiply(7.5, seed=2)
+    assert len(big) / len(t) == pytest.approx(7.5, rel=0.02)
+    assert big.duration_s == pytest.approx(t.duration_s, abs=1.0)
+    assert big.rate_per_window(300.0)[:4] == pytest.approx(
+        7.5 * t.rate_per_window(300.0)[:4], rel=0.05
+    )
+    # Copies keep their request's sizes: the length mix is unchanged.
+    assert float(big.input_tokens.mean()) == pytest.approx(float(t.input_tokens.mean()), rel=0.03)
+    assert np.array_equal(t.multiply(1.0).arrival_s, t.arrival_s)
+    assert np.array_equal(big.arrival_s, t.multiply(7.5, seed=2).arrival_s)
+    with pytest.raises(ValueError):
+        t.multiply(-1.0)
