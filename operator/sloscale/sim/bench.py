@@ -132,6 +132,7 @@ def score(
         "preemptions": result.preemptions,
         "unfinished_requests": int(np.isnan(result.e2e_s).sum()),
         "wall_s": result.wall_s,
+        **result.details,
     }
 
 
@@ -236,6 +237,13 @@ def run_bench(trace: Trace, scenario: Scenario, progress: Progress | None = None
         result = sim.run(tick_progress)
         result.wall_s = time.perf_counter() - t0
         result.policy = name
+        reasons = getattr(autoscaler, "reasons", None)
+        if reasons:
+            # How often each reason decided a tick: where our law's replicas went.
+            result.details["decision_reasons"] = {str(k): v for k, v in sorted(reasons.items())}
+        panics = getattr(autoscaler, "panic_entries", None)
+        if panics is not None:
+            result.details["panic_entries"] = panics
         runs[name] = result
         report(name, horizon, horizon)
 

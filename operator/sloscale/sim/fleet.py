@@ -19,6 +19,13 @@ Kubernetes and the serving path, with the semantics the operator relies on live:
 - **Autoscaler**: any object with an `interval_s` and a `tick(view) -> Command`, called on its
   own period with a `FleetView` of what it may see.
 
+Pods interact only through arrivals (the router reads their load) and observations (scrapes,
+commands), so a pod's run of pure decode steps is planned with `EngineModel.peek_decodes` and
+applied — in closed form, or only the prefix before an arrival routed to it — when something
+needs to see that pod. The result equals stepping every pod one step at a time (a test holds the
+two together); the cost is per request, not per step. `advance(until)` and `fork()` let the
+oracle explore alternatives from a common state.
+
 Ground truth for the bench (per-request TTFT, end-to-end latency, time per output token) is kept
 beside the metrics, never read by the policies. Time is simulated (seconds from the start of the
 trace); runs are deterministic: every tie is broken by creation order.
@@ -127,7 +134,7 @@ class RunResult:
     preemptions: int
     timeline: dict[str, FloatArray]
     wall_s: float = 0.0
-    notes: list[str] = field(default_factory=list)
+    details: dict[str, object] = field(default_factory=dict)  # policy-specific, for the JSON
 
 
 _READY, _SCRAPE, _TICK, _SAMPLE, _TIMELINE = range(5)
@@ -240,11 +247,6 @@ class FleetSimulation:
         self._push(self.autoscaler.interval_s, _TICK, None)
         self._push(0.0, _SAMPLE, None)
         self._push(0.0, _TIMELINE, None)
-
-    @property
-    def next_arrival(self) -> int:
-        """Index of the next request to arrive."""
-        return self._i
 
     def advance(self, until: float, progress: Callable[[float], None] | None = None) -> None:
         """Process every event up to and including time `until`."""
