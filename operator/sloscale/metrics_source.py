@@ -114,7 +114,7 @@ def _histogram(samples: Sequence[Sample] | None, what: str) -> Histogram | None:
     for sample in samples:
         try:
             bound = float(sample.labels["le"])
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, TypeError):  # absent, not a number, not even a string
             raise _Unusable(
                 Unavailability.MALFORMED,
                 f"{what} has a bucket without a numeric le ({sample.labels.get('le')!r})",
@@ -305,8 +305,10 @@ class PrometheusMetricsSource:
                 ValueError,
                 KeyError,
                 TypeError,
+                RecursionError,
             ) as error:
-                # OSError covers requests' connection errors and timeouts.
+                # OSError covers requests' connection errors and timeouts; RecursionError a JSON
+                # body nested too deeply to decode.
                 return _unavailable_for_all(
                     services,
                     Unavailability.QUERY_FAILED,
