@@ -265,8 +265,8 @@ def test_a_two_pod_service_adds_up_what_its_pods_recorded(source: PrometheusMetr
     assert_all_within(s.ttft, 0.25, 0.5, rps)
     assert_all_within(s.itl, 0.01, 0.025, rps * 39)  # counted once despite the duplicate family
     assert_all_within(s.e2e, 1.0, 1.5, rps)
-    assert_all_within(s.queue_time, 0.1, 0.2, rps)
-    assert_all_within(s.prefill_time, 0.1, 0.2, rps)
+    assert_all_within(s.queue_time, 0.0, 0.3, rps)  # vLLM's first request-phase edge is 0.3 s
+    assert_all_within(s.prefill_time, 0.0, 0.3, rps)
     assert_all_within(s.decode_time, 0.8, 1.0, rps)
 
 
