@@ -277,18 +277,22 @@ def run_bench(trace: Trace, scenario: Scenario, progress: Progress | None = None
     }
     if objective.kind is ObjectiveKind.THROUGHPUT:
         scenario_json["saturation_tokens_per_s"] = saturation_tokens_per_s(
-            profile, trace, baseline_batch
+            profile, trace, sorted({256, 512, baseline_batch, policy.batching.max_seqs})
         )
     return BenchResult(scenario_json, policies, runs, oracle_plan, capacity)
 
 
-def saturation_tokens_per_s(profile: EngineProfile, trace: Trace, batch: int) -> float:
-    """One replica's output tokens/s with `batch` requests always running (the trace's mean mix)."""
+def saturation_tokens_per_s(profile: EngineProfile, trace: Trace, batches: Sequence[int]) -> float:
+    """One replica's best output tokens/s over `batches`, each batch always full of requests of
+    the trace's mean size: the throughput a throughput objective is measured against."""
     from sloscale.engine import closed_loop
 
     mean_in = max(1, round(float(np.mean(trace.input_tokens))))
     mean_out = max(1, round(float(np.mean(trace.output_tokens))))
-    return closed_loop(profile, batch, mean_in, mean_out, requests=max(4 * batch, 200)).tokens_per_s
+    return max(
+        closed_loop(profile, b, mean_in, mean_out, requests=max(4 * b, 200)).tokens_per_s
+        for b in batches
+    )
 
 
 def _ours(policy: Policy, initial: int, batch: int, tick_s: float) -> Autoscaler:
