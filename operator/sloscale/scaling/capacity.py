@@ -191,6 +191,8 @@ class Prediction:
     itl_s: float
     e2e_s: float
     output_tokens: float
+    ttft_service_s: float  # TTFT without the queue: the prefill at this concurrency
+    e2e_service_s: float  # E2E without the queue
 
     def latency(self, metric: LatencyMetric) -> float:
         if metric is LatencyMetric.TTFT:
@@ -198,6 +200,15 @@ class Prediction:
         if metric is LatencyMetric.ITL:
             return self.itl_s
         return self.e2e_s
+
+    def service_latency(self, metric: LatencyMetric) -> float:
+        """The latency once a request runs, queueing left out; finite even where the queue grows
+        without bound (every slot busy: the steps of a full batch)."""
+        if metric is LatencyMetric.TTFT:
+            return self.ttft_service_s
+        if metric is LatencyMetric.ITL:
+            return self.itl_s
+        return self.e2e_service_s
 
     @property
     def tokens_capacity(self) -> float:
@@ -247,6 +258,8 @@ def predict(
             inf,
             inf,
             curve.output_tokens,
+            inf,
+            inf,
         )
     per_replica = demand_rps / replicas
     utilization = per_replica / capacity
@@ -259,6 +272,8 @@ def predict(
     step = curve.step_s(max(c, 1.0))
     prefill = curve.prefill_chunks * step + curve.beta * curve.prompt_s
     tail_step = curve.step_s(min(float(batch), max(1.0, calibration.itl_tail * c)))
+    ttft_service = calibration.ttft * prefill
+    e2e_service = calibration.e2e * (prefill + curve.output_tokens * tail_step)
     return Prediction(
         replicas=replicas,
         batch=batch,
@@ -268,8 +283,10 @@ def predict(
         concurrency=c,
         queue_s=queue,
         step_s=step,
-        ttft_s=queue + calibration.ttft * prefill,
+        ttft_s=queue + ttft_service,
         itl_s=calibration.itl * tail_step,
-        e2e_s=queue + calibration.e2e * (prefill + curve.output_tokens * tail_step),
+        e2e_s=queue + e2e_service,
         output_tokens=curve.output_tokens,
+        ttft_service_s=ttft_service,
+        e2e_service_s=e2e_service,
     )

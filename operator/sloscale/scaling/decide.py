@@ -15,8 +15,8 @@ message), and all outcomes travel in `Decision.stages`:
  5. recommend (`recommend`) — the cheapest (replicas, max_num_seqs) predicted to hold, then the
     feedback step when the objective is violated while the model says it holds, and the credit
     for pods still starting;
- 6. batch gate (`batch`) — batching enabled, no rollout, cooldown, hysteresis; the replicas
-    follow the batch that passes;
+ 6. batch gate (`batch`) — batching enabled, no rollout, cooldown (unless the batch in force is
+    outside the bounds), hysteresis; the replicas follow the batch that passes;
  7. clamp to [min_replicas, max_replicas] (`limits`) — ScalingLimited when a bound binds;
  8. tolerance (`limits`);
  9. stabilisation windows (`limits`);
@@ -116,10 +116,12 @@ def decide(
 
     feasible, infeasible = feasibility(observed.curve, policy, option, evaluation, workload)
 
-    batch_changed = batch is not None and batch != workload.max_num_seqs
+    # A template without the flag runs vLLM's default: deciding that value changes nothing.
+    in_force = observed.batch
+    batch_changed = batch is not None and batch != in_force
     if n == current and (batch_changed or gated.reason in BATCH_REFUSALS):
         decisive = gated
-    action = action_of(current, n, workload.max_num_seqs, batch)
+    action = action_of(current, n, in_force, batch)
     stages = (
         assessed,
         observed_out,
@@ -141,6 +143,7 @@ def decide(
             current,
             n,
             workload.max_num_seqs,
+            in_force,
             batch,
             evaluation,
             policy,
@@ -248,15 +251,14 @@ def forecast_outcome(forecast: Forecast) -> StageOutcome:
     )
 
 
-def action_of(current: int, replicas: int, current_batch: int | None, batch: int | None) -> Action:
+def action_of(current: int, replicas: int, in_force: int, batch: int | None) -> Action:
+    """Replica moves first; otherwise a batch move against the batch in force."""
     if replicas > current:
         return Action.SCALE_UP
     if replicas < current:
         return Action.SCALE_DOWN
-    if batch is not None and batch != current_batch:
-        return (
-            Action.BATCH_UP if current_batch is None or batch > current_batch else Action.BATCH_DOWN
-        )
+    if batch is not None and batch != in_force:
+        return Action.BATCH_UP if batch > in_force else Action.BATCH_DOWN
     return Action.HOLD
 
 
@@ -264,6 +266,7 @@ def headline(
     current: int,
     replicas: int,
     current_batch: int | None,
+    in_force: int,
     batch: int | None,
     evaluation: Evaluation,
     policy: Policy,
@@ -275,7 +278,7 @@ def headline(
     parts = []
     if replicas != current:
         parts.append(f"replicas {current}→{replicas}")
-    if batch is not None and batch != current_batch:
+    if batch is not None and batch != in_force:
         parts.append(f"batch {current_batch if current_batch is not None else 'unset'}→{batch}")
     head = (
         ", ".join(parts)

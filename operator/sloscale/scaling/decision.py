@@ -43,6 +43,9 @@ class ObjectiveReport:
 @dataclass(frozen=True)
 class Decision:
     replicas: int
+    # Batching on: within its bounds with fresh metrics, save while a rollout holds an
+    # out-of-bounds template as it is. Batching off or metrics missing: the template's value
+    # (None where it sets none), never changed.
     max_num_seqs: int | None
     action: Action
     reason: str  # the deciding stage's reason, e.g. "QueueingDelay"

@@ -10,6 +10,25 @@ The cheapest wins; ties go to the current batch (a batch change restarts pods), 
 larger headroom. A throughput objective sizes for max(forecast demand, tokens/s target)
 and breaks ties towards more tokens per replica, so its batch grows while the bound holds.
 
+When no batch holds within max_replicas, replica counts above the bound say nothing about what
+the fleet will do, so those options are compared by what they deliver *at* max_replicas
+(`AtMax`), running under the sizing demand: the requests/s served (the demand, or the fleet's
+capacity when that is less — then every batch slot is busy and the queue grows whatever the
+batch) and the objective's latency once a request runs (`Prediction.service_latency`: per-token
+steps, prefill and decode at that concurrency, queueing left out). An option *keeps the bound*
+when that latency is within target × (1 − margin). Options that keep it come first, then the
+most served, then (neither keeping it) the lower latency; a latency objective first takes the
+best latency predicted under the whole demand, queueing included (infinite where the queue grows
+without bound). So a throughput objective beyond max replicas grows the batch to the largest
+that keeps its bound, and a latency objective takes the batch that predicts its objective best —
+where its queueing cannot be fixed at any batch, it grows the batch while the per-token latency
+still holds, or shrinks it where that latency is the problem. The option still asks for the
+replicas it would need, so the clamp reports AtMaxReplicas with that number.
+
+With zero traffic there is nothing to size for: the batch in force is kept, unless it lies
+outside the bounds — then a template without the flag goes to `initial_seqs` and an explicit
+value to the nearest bound.
+
 Two corrections follow the model:
 
 * feedback — the objective is violated while the model says the current replicas hold it, with
@@ -31,7 +50,7 @@ from sloscale.scaling.decision import StageOutcome
 from sloscale.scaling.evaluate import Evaluation
 from sloscale.scaling.fmt import number, seconds
 from sloscale.scaling.forecast import Forecast
-from sloscale.scaling.policy import ObjectiveKind, Policy
+from sloscale.scaling.policy import LatencyMetric, ObjectiveKind, Policy
 from sloscale.scaling.reasons import Reason, Stage
 from sloscale.scaling.snapshot import WorkloadObservation
 from sloscale.scaling.state import Calibration
@@ -42,6 +61,23 @@ MAX_CORRECTION = 2.0  # the feedback step at most doubles the replicas per tick
 
 
 @dataclass(frozen=True)
+class AtMax:
+    """What a batch delivers at max_replicas when no replica count within the bounds holds."""
+
+    served_rps: float  # the sizing demand, or the fleet's capacity when that is less
+    at_demand: Prediction  # max_replicas under the whole sizing demand
+    holds: bool  # the latency once running, with the margin, holds there
+
+    def running_latency(self, metric: LatencyMetric) -> float:
+        return self.at_demand.service_latency(metric)
+
+    def latency_under_demand(self, metric: LatencyMetric) -> float:
+        """The latency under the whole demand; infinite where the queue grows without bound
+        (the model's ITL leaves queueing out, yet requests that never start wait forever)."""
+        return math.inf if self.at_demand.utilization >= 1.0 else self.at_demand.latency(metric)
+
+
+@dataclass(frozen=True)
 class Option:
     """A (replicas, batch) pair and the model's prediction for it."""
 
@@ -49,6 +85,7 @@ class Option:
     replicas: int
     prediction: Prediction
     feasible: bool  # holds the objective at or below max_replicas
+    at_max: AtMax | None = None  # when not feasible: what it delivers within the bounds
 
 
 @dataclass(frozen=True)
@@ -93,6 +130,14 @@ def sizing_demand(policy: Policy, forecast: Forecast, curve: StepCurve) -> float
     return forecast.forecast_rps
 
 
+def at_max_replicas(at_top: Prediction, policy: Policy, margin: float) -> AtMax:
+    """What `at_top` (max_replicas under the sizing demand) delivers (see the module docstring)."""
+    bound = policy.objective.latency
+    served = min(at_top.demand_rps, at_top.replicas * at_top.capacity_rps)
+    running = at_top.service_latency(bound.metric)
+    return AtMax(served, at_top, running <= bound.target_s * (1.0 - margin))
+
+
 def fewest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
     """The smallest n in [lo, hi] with ok(n), given ok(hi) and ok monotone in n."""
     while lo < hi:
@@ -134,15 +179,16 @@ def cheapest(
     if holds(at_top, policy, margin):
         n = fewest(untried, top, lambda k: k == top or holds(prediction(k), policy, margin))
         return Option(batch, n, at_top if n == top else prediction(n), feasible=True)
+    at_max = at_max_replicas(at_top, policy, margin)
     if need > top:
         # Capacity-limited: say how many would be needed, so the clamp reports the bound binding.
-        return Option(batch, need, at_top, feasible=False)
+        return Option(batch, need, at_top, feasible=False, at_max=at_max)
     best_latency = at_top.latency(metric)
     if math.isinf(best_latency):
-        return Option(batch, top, at_top, feasible=False)
+        return Option(batch, top, at_top, feasible=False, at_max=at_max)
     slack = best_latency * (1 + BEST_EFFORT_SLACK)
     n = fewest(lo, top, lambda k: k == top or prediction(k).latency(metric) <= slack)
-    return Option(batch, n, at_top if n == top else prediction(n), feasible=False)
+    return Option(batch, n, at_top if n == top else prediction(n), feasible=False, at_max=at_max)
 
 
 def cannot_win(
@@ -161,8 +207,22 @@ def cannot_win(
     return need > keep.replicas or (need == keep.replicas and tie_goes_to_keep)
 
 
+def capped_preference(at_max: AtMax, policy: Policy) -> tuple[float, ...]:
+    """Sort key among options that hold nowhere within the bounds (see the module docstring)."""
+    bound = policy.objective.latency
+    running = at_max.running_latency(bound.metric) / bound.target_s
+    served = -at_max.served_rps
+    if policy.objective.kind is ObjectiveKind.THROUGHPUT:
+        return (0, served, running) if at_max.holds else (1, running, served)
+    under = at_max.latency_under_demand(bound.metric) / bound.target_s
+    return (under, 0, served, running) if at_max.holds else (under, 1, running, served)
+
+
 def preference(option: Option, current: int, policy: Policy) -> tuple[float, ...]:
-    """Sort key: cheapest first, then (latency) the current batch or (throughput) more tokens."""
+    """Sort key: cheapest first, then (latency) the current batch or (throughput) more tokens;
+    options that cannot hold within the bounds by what they deliver at max_replicas."""
+    if not option.feasible and option.at_max is not None:
+        return (1, *capped_preference(option.at_max, policy), 0 if option.batch == current else 1)
     metric = policy.objective.latency.metric
     score = option.prediction.latency(metric) / policy.objective.latency.target_s
     if policy.objective.kind is ObjectiveKind.THROUGHPUT:
@@ -178,6 +238,16 @@ def preference(option: Option, current: int, policy: Policy) -> tuple[float, ...
         0 if option.batch == current else 1,
         score,
     )
+
+
+def idle_batch(policy: Policy, template_batch: int | None, in_force: int) -> int:
+    """The batch to hold with zero traffic: the one in force, unless it lies outside the bounds —
+    then `initial_seqs` for a template without the flag, else the nearest bound."""
+    b = policy.batching
+    if not b.enabled or b.min_seqs <= in_force <= b.max_seqs:
+        return in_force
+    start = b.initial_seqs if template_batch is None else in_force
+    return min(max(start, b.min_seqs), b.max_seqs)
 
 
 def recommend(
@@ -196,7 +266,13 @@ def recommend(
     if zero_traffic:
         idle = predict(curve, cal, policy.min_replicas, batch, 0.0, q)
         keep = Option(batch, policy.min_replicas, idle, feasible=True)
-        return Recommendation(keep, keep, 0.0, 0, 0)
+        inside = idle_batch(policy, workload.max_num_seqs, batch)
+        if inside == batch:
+            return Recommendation(keep, keep, 0.0, 0, 0)
+        idle = predict(curve, cal, policy.min_replicas, inside, 0.0, q)
+        return Recommendation(
+            Option(inside, policy.min_replicas, idle, feasible=True), keep, 0.0, 0, 0
+        )
 
     demand = sizing_demand(policy, forecast, curve)
     margin = policy.target_margin

@@ -117,6 +117,7 @@ class ControlState:
     calibration: Calibration = field(default_factory=Calibration)
     attainment: AttainmentState | None = None
     seen_workload: tuple[int, int | None] | None = None  # (replicas, batch) at the last tick
+    seen_at: float | None = None  # when `seen_workload` was observed
 
     @classmethod
     def initial(
@@ -154,13 +155,18 @@ def record_workload(
 
     Changes are taken from what the workload shows, not from what was decided, so the limits
     count what really happened: in Advisory mode nothing is actuated and nothing is spent, and a
-    change another actor made counts like one of ours.
+    change another actor made counts like one of ours. A replica change is dated at the previous
+    tick, when it was decided (the operator actuates right after deciding) — dating it at the tick
+    that notices it would shift the start of a rate-limit period and let a scale-down through
+    that the period's rule forbids. A batch change is dated when noticed, which only lengthens
+    its cooldown.
     """
     seen = (replicas, batch)
-    if state.seen_workload is None:
-        return replace(state, seen_workload=seen)
+    if state.seen_workload is None or state.seen_at is None:
+        return replace(state, seen_workload=seen, seen_at=now)
     if state.seen_workload == seen:
-        return state
+        return replace(state, seen_at=now)
+    changed_at = min(state.seen_at, now)
     events, last_scale, last_batch = (
         state.scale_events,
         state.last_scale_time,
@@ -169,14 +175,18 @@ def record_workload(
     before_replicas, before_batch = state.seen_workload
     if replicas != before_replicas:
         events = append_bounded(
-            events, (now, replicas - before_replicas), horizon_s=horizon_s, max_len=MAX_SCALE_EVENTS
+            events,
+            (changed_at, replicas - before_replicas),
+            horizon_s=horizon_s,
+            max_len=MAX_SCALE_EVENTS,
         )
-        last_scale = now
+        last_scale = changed_at
     if batch != before_batch:
         last_batch = now
     return replace(
         state,
         seen_workload=seen,
+        seen_at=now,
         scale_events=events,
         last_scale_time=last_scale,
         last_batch_change_time=last_batch,
