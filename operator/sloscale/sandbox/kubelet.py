@@ -147,6 +147,8 @@ class PodProcess:
     restarts: int = 0
     ready: bool = False
     ready_since: str = ""
+    failure_threshold: int = 3  # the readiness probe's failureThreshold
+    probe_failures: int = 0  # consecutive failed probes while ready
     deleting_since: float | None = None  # monotonic time its deletion was seen
     terminate_at: float | None = None  # monotonic time SIGTERM was sent
     last_exit: int | None = None
@@ -168,6 +170,7 @@ class PodProcess:
             )
         self.started_at = now_rfc3339()
         self.ready = False
+        self.probe_failures = 0
 
     def terminate(self) -> None:
         if self.terminate_at is None and self.alive:
@@ -375,7 +378,9 @@ class Kubelet:
             "--shutdown-grace", f"{max(0.0, grace - 1):g}",
         ]  # fmt: skip
         log_path = self.config.workdir / "pods" / f"{meta['namespace']}.{meta['name']}.log"
-        return PodProcess(meta["namespace"], meta["name"], ip, port, health_path, grace, argv, log_path)
+        proc = PodProcess(meta["namespace"], meta["name"], ip, port, health_path, grace, argv, log_path)
+        proc.failure_threshold = max(1, int((container.get("readinessProbe") or {}).get("failureThreshold", 3)))
+        return proc
 
     async def _sync_pods(self, pods: list[JSON]) -> bool:
         assert self._probe_session is not None
@@ -414,6 +419,11 @@ class Kubelet:
             if proc is None or deleting(pod):
                 continue
             ready = results.get(uid, False)
+            # As the kubelet: a ready pod turns unready after failureThreshold failed probes in a
+            # row (a busy machine may miss one), at once if its process is gone.
+            proc.probe_failures = 0 if ready else proc.probe_failures + 1
+            if proc.ready and not ready and proc.alive and proc.probe_failures < proc.failure_threshold:
+                ready = True
             if ready != proc.ready:
                 proc.ready = ready
                 proc.ready_since = now_rfc3339()
