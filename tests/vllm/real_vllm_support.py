@@ -1,0 +1,148 @@
+"""Helpers of the real-engine tier: the shared engine, an emulated twin, scrapes and a gauge probe."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from sloscale.sandbox.real_vllm import RealVllmServer, VllmFailed
+
+
+@dataclass
+class Engine:
+    """At most one running vLLM server; `ensure` restarts it when the batch cap must change,
+    as a rolling update replaces a pod whose template changed."""
+
+    model_dir: Path
+    log_dir: Path
+    python: Path
+    server: RealVllmServer | None = None
+    starts: list[tuple[int, float, int]] = field(default_factory=list)  # (seqs, s, bytes)
+    failure: VllmFailed | None = None
+
+    def ensure(self, max_num_seqs: int) -> RealVllmServer:
+        current = self.server
+        if current is not None and current.running and current.max_num_seqs == max_num_seqs:
+            return current
+        self.stop()
+        if self.failure is not None:
+            # A failed start costs minutes: later tests fail with the same reason at once.
+            raise self.failure
+        server = RealVllmServer(
+            self.model_dir,
+            max_num_seqs=max_num_seqs,
+            python=self.python,
+            log_path=self.log_dir / f"vllm-{len(self.starts)}-seqs{max_num_seqs}.log",
+        )
+        try:
+            server.start()
+        except VllmFailed as failed:
+            self.failure = failed
+            raise
+        assert server.started_in_s is not None
+        self.starts.append((max_num_seqs, server.started_in_s, server.memory_bytes()))
+        self.server = server
+        return server
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class EmulatedPod:
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+def start_emulated_pod(server: RealVllmServer, timeout_s: float = 30.0) -> EmulatedPod:
+    """An emulated pod started with `server`'s own vLLM arguments, on another port; healthy."""
+    port = free_port()
+    vllm_args = server.command(Path(sys.executable), port)[3:]  # drop `python -m module`
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sloscale.sandbox.vllm_emulator", *vllm_args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    pod = EmulatedPod(proc, f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the emulated pod exited with {proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{pod.url}/health", timeout=1.0) as response:
+                    if response.status == 200:
+                        return pod
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the emulated pod was not healthy after {timeout_s:g}s")
+    except BaseException:
+        pod.stop()
+        raise
+
+
+def scrape(url: str, accept: str = "text/plain") -> str:
+    """The `/metrics` body of the server at `url`, in the format `accept` negotiates."""
+    request = urllib.request.Request(f"{url}/metrics", headers={"Accept": accept})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body: bytes = response.read()
+    return body.decode()
+
+
+def sample_sum(text: str, sample_name: str) -> float:
+    """The sum of every sample called `sample_name` in a scrape (over label sets)."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == sample_name
+    )
+
+
+@dataclass
+class GaugeProbe:
+    """(running, waiting) as the engine's `/metrics` reported them, scraped back to back."""
+
+    url: str
+    readings: list[tuple[float, float]] = field(default_factory=list)
+
+    async def run(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            async with session.get(f"{self.url}/metrics") as response:
+                text = await response.text()
+            self.readings.append(
+                (
+                    sample_sum(text, "vllm:num_requests_running"),
+                    sample_sum(text, "vllm:num_requests_waiting"),
+                )
+            )
+            await asyncio.sleep(0.01)
