@@ -69,3 +69,13 @@ def emulator() -> Iterator[Callable[..., Pod]]:
     finally:
         for pod in pods:
             pod.stop()
+
+
+@pytest.fixture(scope="module")
+def short_context_pod() -> Iterator[Pod]:
+    """One pod with `--max-model-len 64`, shared by tests that leave it as they found it."""
+    pod = launch("--model", "m", "--max-model-len", "64")
+    try:
+        yield pod
+    finally:
+        pod.stop()

@@ -167,8 +167,8 @@ async def test_streams_deliver_every_token_then_usage_and_done(emulator: Start) 
         ("/v1/chat/completions", {"messages": []}, 400, "BadRequestError"),
     ],
 )
-async def test_bad_requests_get_vllm_error_bodies(emulator: Start, path: str, body: dict[str, Any], status: int, kind: str) -> None:
-    pod = emulator("--model", "m", "--max-model-len", "64")
+async def test_bad_requests_get_vllm_error_bodies(short_context_pod: Pod, path: str, body: dict[str, Any], status: int, kind: str) -> None:
+    pod = short_context_pod
     async with aiohttp.ClientSession() as s:
         got, answer = await post(s, pod.url + path, body)
     assert got == status
