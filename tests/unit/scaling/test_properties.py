@@ -240,6 +240,62 @@ def test_batch_never_changes_during_a_rollout_or_within_the_cooldown(
             last_change = t
 
 
+@st.composite
+def batch_bounds(draw: st.DrawFn) -> Batching:
+    """Any bounds the CRD admits; vLLM's default (1024 on H100) mostly outside them."""
+    lo = draw(st.integers(1, 128))
+    hi = draw(st.one_of(st.integers(lo, 512), st.integers(lo, 2048)))
+    return Batching(
+        enabled=draw(st.booleans()),
+        min_seqs=lo,
+        initial_seqs=draw(st.integers(lo, hi)),
+        max_seqs=hi,
+        cooldown_s=draw(st.sampled_from([0.0, 120.0, 900.0])),
+    )
+
+
+@settings_
+@given(
+    policy=policies(),
+    bounds=batch_bounds(),
+    start=st.integers(1, 10),
+    batch=st.one_of(st.none(), st.integers(1, 4096)),
+    timeline=st.lists(ticks, min_size=1, max_size=30),
+    restored=st.one_of(st.none(), st.floats(0.0, 1_000.0)),
+)
+def test_the_decided_batch_stays_within_its_bounds_and_never_moves_when_batching_is_off(
+    policy: Policy,
+    bounds: Batching,
+    start: int,
+    batch: int | None,
+    timeline: list[Tick],
+    restored: float | None,
+) -> None:
+    """Whatever the template holds — unset (vLLM's default), inside or outside the bounds."""
+    policy = replace(policy, batching=bounds)
+    run = walk(policy, start, batch, timeline, restored)
+    last_change = restored
+
+    def within(b: int | None) -> bool:
+        return b is not None and bounds.min_seqs <= b <= bounds.max_seqs
+
+    for t, obs, d in zip(run.times, run.observations, run.decisions, strict=True):
+        seen = obs.workload.max_num_seqs
+        in_force = seen if seen is not None else policy.profile.default_max_num_seqs
+        if not bounds.enabled or not d.metrics_available:
+            assert d.max_num_seqs == seen
+            continue
+        if obs.workload.rollout_in_progress and not within(in_force):
+            assert d.max_num_seqs == seen  # a rollout holds even an out-of-bounds batch
+            continue
+        assert within(d.max_num_seqs), (seen, d.max_num_seqs, d.message)
+        if d.max_num_seqs != in_force:
+            # Only a batch outside the bounds may move within the cooldown.
+            if within(in_force):
+                assert last_change is None or t - last_change >= bounds.cooldown_s
+            last_change = t
+
+
 @settings_
 @given(
     policy=policies(), start=st.integers(1, 10), timeline=st.lists(ticks, min_size=1, max_size=30)

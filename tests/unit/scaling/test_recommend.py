@@ -9,10 +9,10 @@ import pytest
 from scaling_situations import idle, latency_policy, snapshot, throughput_policy, workload
 
 from sloscale.scaling import Batching, ControlState, LatencyMetric, LatencyTarget, Reason
-from sloscale.scaling.capacity import StepCurve
+from sloscale.scaling.capacity import StepCurve, predict
 from sloscale.scaling.evaluate import Evaluation, evaluate
 from sloscale.scaling.forecast import Forecast
-from sloscale.scaling.policy import H100, Policy
+from sloscale.scaling.policy import H100, ObjectiveKind, Policy
 from sloscale.scaling.recommend import batch_candidates, cheapest, explain, recommend
 from sloscale.scaling.snapshot import MetricsSnapshot, WorkloadObservation
 from sloscale.scaling.state import Calibration, Mix
@@ -219,3 +219,107 @@ def test_throughput_target_sizes_the_fleet_for_the_tokens() -> None:
         ).reason
         == Reason.THROUGHPUT_TARGET
     )
+
+
+# --- beyond max replicas at every batch ---------------------------------------------------------
+
+LONG_CURVE = StepCurve.prior(H100, Mix(2048.0, 512.0))  # steps ≈ 32 ms at 128, ≈ 58 ms at 256
+
+
+def running_at_max(policy: Policy, batch: int, demand: float) -> float:
+    bound = policy.objective.latency
+    prediction = predict(LONG_CURVE, CAL, policy.max_replicas, batch, demand, bound.quantile)
+    return prediction.service_latency(bound.metric)
+
+
+@pytest.mark.parametrize("kind", list(ObjectiveKind))
+@pytest.mark.parametrize(
+    ("metric", "target"), [(LatencyMetric.ITL, 0.06), (LatencyMetric.E2E, 25.0)]
+)
+@pytest.mark.parametrize("current", [32, 512])
+def test_beyond_max_replicas_the_largest_batch_that_keeps_the_bound_wins(
+    kind: ObjectiveKind, metric: LatencyMetric, target: float, current: int
+) -> None:
+    # 60 req/s of long prompts: no batch serves them on four replicas (34 req/s at most), so
+    # each asks for more replicas than the maximum and the queue would grow at every batch.
+    batching = Batching(min_seqs=8, initial_seqs=32, max_seqs=512)
+    bound = LatencyTarget(metric, 0.99, target)
+    policy = (
+        throughput_policy(None, bound, max_replicas=4, batching=batching)
+        if kind is ObjectiveKind.THROUGHPUT
+        else latency_policy(metric, target, max_replicas=4, batching=batching)
+    )
+    demand = 60.0
+    snap = snapshot(rps=20.0, waiting=300.0, pods=4, prompt_tokens=2048, output_tokens=512)
+    rec = recommend(
+        LONG_CURVE,
+        CAL,
+        policy,
+        workload(4, batch=current),
+        current,
+        steady(demand),
+        judged(policy, snap),
+        False,
+    )
+    keeping = [
+        b
+        for b in batch_candidates(policy, current)
+        if running_at_max(policy, b, demand) <= target * (1 - policy.target_margin)
+    ]
+    assert keeping and max(keeping) < 512  # the bound binds below the largest batch
+    assert rec.best.batch == max(keeping)  # grows from 32, shrinks from 512
+    assert not rec.best.feasible and rec.best.at_max is not None
+    assert rec.best.replicas == math.ceil(
+        demand / (LONG_CURVE.capacity_rps(rec.best.batch) * policy.max_utilization)
+    )  # what it would need: the clamp reports it
+    assert rec.best.at_max.served_rps == pytest.approx(4 * LONG_CURVE.capacity_rps(rec.best.batch))
+
+
+def test_a_latency_objective_takes_the_batch_that_serves_its_whole_demand_at_max_replicas() -> None:
+    # 33 req/s on four replicas: batches up to 128 saturate (TTFT grows without bound); 256 and
+    # 512 serve it all and predict a finite TTFT, 512 the lowest (more slots, less queueing).
+    policy = latency_policy(
+        LatencyMetric.TTFT, 2.0, max_replicas=4, batching=Batching(min_seqs=8, max_seqs=512)
+    )
+    snap = snapshot(rps=22.0, waiting=300.0, pods=4, prompt_tokens=2048, output_tokens=512)
+    rec = recommend(
+        LONG_CURVE,
+        CAL,
+        policy,
+        workload(4, batch=32),
+        32,
+        steady(33.0),
+        judged(policy, snap),
+        False,
+    )
+    assert rec.best.batch == 512 and not rec.best.feasible
+    assert rec.best.at_max is not None
+    assert math.isfinite(rec.best.at_max.latency_under_demand(LatencyMetric.TTFT))
+    assert rec.keep.at_max is not None
+    assert math.isinf(rec.keep.at_max.latency_under_demand(LatencyMetric.TTFT))
+
+
+# --- zero traffic --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "in_force", "expected"),
+    [
+        (None, 1024, 48),  # no flag: vLLM's default is outside, the initial batch is where to go
+        (4, 4, 8),  # an explicit value outside: the nearest bound
+        (1024, 1024, 256),
+        (128, 128, 128),  # inside: kept
+    ],
+)
+def test_zero_traffic_brings_a_batch_outside_the_bounds_in(
+    template: int | None, in_force: int, expected: int
+) -> None:
+    policy = latency_policy(batching=Batching(min_seqs=8, initial_seqs=48, max_seqs=256))
+    ev = judged(policy, idle())
+    rec = recommend(
+        CURVE, CAL, policy, workload(2, batch=template), in_force, steady(0.0), ev, True
+    )
+    assert (rec.best.batch, rec.keep.batch) == (expected, in_force)
+    off = replace(policy, batching=Batching(enabled=False))
+    rec = recommend(CURVE, CAL, off, workload(2, batch=template), in_force, steady(0.0), ev, True)
+    assert rec.best.batch == in_force  # batching off: never moved

@@ -32,11 +32,11 @@ from sloscale.scaling.limits import (
     stabilize,
     within_tolerance,
 )
-from sloscale.scaling.policy import H100
+from sloscale.scaling.policy import H100, ObjectiveKind, Policy
 from sloscale.scaling.readings import quantile_floor
-from sloscale.scaling.recommend import Option, Recommendation
+from sloscale.scaling.recommend import Option, Recommendation, cheapest
 from sloscale.scaling.safety import scale_down_safety
-from sloscale.scaling.state import Calibration, Mix
+from sloscale.scaling.state import Calibration, Mix, record_workload
 
 # --- 1. assess metrics -------------------------------------------------------------------------
 
@@ -264,6 +264,17 @@ def test_rate_limit(desired: int, current: int, result: int, reason: Reason) -> 
     assert (n, outcome.reason) == (result, reason)
 
 
+def test_a_replica_change_is_dated_at_the_tick_that_decided_it() -> None:
+    state = record_workload(ControlState.initial(0.0, 1, 64), 1, 64, 0.0, 600.0)
+    state = record_workload(state, 1, 64, 15.0, 600.0)
+    state = record_workload(state, 3, 64, 76.0, 600.0)  # decided at 15 s, seen at 76 s
+    assert state.scale_events == ((15.0, 2),) and state.last_scale_time == 15.0
+    state = record_workload(
+        state, 3, 128, 91.0, 600.0
+    )  # a batch change only lengthens its cooldown
+    assert state.last_batch_change_time == 91.0 and state.scale_events == ((15.0, 2),)
+
+
 # --- 11. scale-down safety ---------------------------------------------------------------------
 
 
@@ -459,6 +470,90 @@ def test_batch_gate_moves_an_out_of_bounds_batch_into_bounds() -> None:
         rec, policy, workload(2, batch=None), itl_eval(False), None, 0.0
     )
     assert (decided, outcome.reason) == (128, Reason.BATCH_OUT_OF_BOUNDS)
+
+
+# Beyond max replicas at every batch: options compared by what they deliver at the maximum.
+# Long prompts (2048 in, 512 out) at 60 req/s: four replicas serve 22 req/s at batch 32, 27 at
+# 64, 32 at 128 (steps ≈ 32 ms with the batch full) and 34 at 256 (steps ≈ 58 ms).
+LONG_CURVE = StepCurve.prior(H100, Mix(2048.0, 512.0))
+BEYOND = 60.0
+
+
+def capped(batch: int, policy: Policy) -> Option:
+    found = cheapest(LONG_CURVE, Calibration(), batch, BEYOND, policy, policy.target_margin)
+    assert not found.feasible and found.replicas > policy.max_replicas
+    return found
+
+
+def itl_bound_policy(kind: ObjectiveKind) -> Policy:
+    bound = LatencyTarget(LatencyMetric.ITL, 0.99, 0.06)
+    batching = Batching(min_seqs=8, initial_seqs=32, max_seqs=512)
+    if kind is ObjectiveKind.THROUGHPUT:
+        return throughput_policy(None, bound, max_replicas=4, batching=batching)
+    return latency_policy(LatencyMetric.ITL, 0.06, max_replicas=4, batching=batching)
+
+
+def queueing_eval(queueing: bool):  # type: ignore[no-untyped-def]
+    ev, _ = evaluate(
+        snapshot(rps=20.0, itl=(0.02, 0.04), waiting=300.0 if queueing else 0.0),
+        latency_policy(LatencyMetric.ITL, 0.06),
+        ControlState.initial(0.0, 4, 32),
+    )
+    assert ev.met and ev.queueing is queueing
+    return ev
+
+
+@pytest.mark.parametrize(
+    ("kind", "best", "keep", "queueing", "batch", "reason"),
+    [
+        # +45 % served with the bound kept: worth a restart.
+        (ObjectiveKind.THROUGHPUT, 128, 32, False, 128, Reason.LARGER_BATCH),
+        # +15 % only: not worth one.
+        (ObjectiveKind.THROUGHPUT, 128, 64, False, 64, Reason.BATCH_HYSTERESIS),
+        # 256's full batch breaks the bound; 128 keeps it, though it serves less.
+        (ObjectiveKind.THROUGHPUT, 128, 256, False, 128, Reason.SMALLER_BATCH),
+        # A latency objective whose queue more replicas cannot fix grows the batch ...
+        (ObjectiveKind.LATENCY, 128, 32, True, 128, Reason.LARGER_BATCH),
+        # ... but not on the model's word alone while it is met and nothing queues.
+        (ObjectiveKind.LATENCY, 128, 32, False, 32, Reason.BATCH_HYSTERESIS),
+    ],
+)
+def test_batch_gate_beyond_max_replicas_compares_what_the_batches_deliver_there(
+    kind: ObjectiveKind, best: int, keep: int, queueing: bool, batch: int, reason: Reason
+) -> None:
+    policy = itl_bound_policy(kind)
+    rec = Recommendation(capped(best, policy), capped(keep, policy), BEYOND, 0, 0)
+    chosen, decided, outcome = gate_batch(
+        rec, policy, workload(4, batch=keep), queueing_eval(queueing), None, 1000.0
+    )
+    assert (decided, outcome.reason) == (batch, reason)
+    assert chosen.batch == batch
+    # The replicas follow the batch that passed, and still ask for what it would need.
+    assert chosen.replicas == capped(batch, policy).replicas > 4
+    assert "at 4 replicas (max)" in outcome.message
+
+
+def test_a_refused_batch_change_reads_as_refused_not_as_waiting() -> None:
+    # Not worth it (+15 %): the cooldown is not what holds it back.
+    policy = itl_bound_policy(ObjectiveKind.THROUGHPUT)
+    rec = Recommendation(capped(128, policy), capped(64, policy), BEYOND, 0, 0)
+    _, _, outcome = gate_batch(
+        rec, policy, workload(4, batch=64, rollout=True), queueing_eval(False), 999.0, 1000.0
+    )
+    assert outcome.reason == Reason.BATCH_HYSTERESIS
+
+
+def test_an_out_of_bounds_batch_skips_the_cooldown_but_waits_for_a_rollout() -> None:
+    policy = replace(latency_policy(), batching=Batching(min_seqs=8, max_seqs=128))
+    rec = Recommendation(option(128, 2), option(1024, 2), 10.0, 0, 0)
+    _, decided, outcome = gate_batch(
+        rec, policy, workload(2, batch=None), itl_eval(False), 999.0, 1000.0
+    )
+    assert (decided, outcome.reason) == (128, Reason.BATCH_OUT_OF_BOUNDS)
+    _, decided, outcome = gate_batch(
+        rec, policy, workload(2, batch=None, rollout=True), itl_eval(False), None, 1000.0
+    )
+    assert (decided, outcome.reason) == (None, Reason.ROLLOUT_IN_PROGRESS)
 
 
 # --- 12. feasibility ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ grows when demand exceeds capacity), decides, and actuates like the operator in 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 
@@ -23,17 +24,47 @@ from sloscale.scaling import (
     Reason,
     Stage,
 )
-from sloscale.scaling.capacity import StepCurve
-from sloscale.scaling.policy import H100, EngineProfile
+from sloscale.scaling.capacity import StepCurve, predict
+from sloscale.scaling.policy import H100, EngineProfile, Policy
 from sloscale.scaling.state import Mix
 
 CHAT = Mix(1024.0, 256.0)
 DECODE = Mix(512.0, 512.0)
+LONG = Mix(2048.0, 512.0)  # long prompts: a replica's capacity grows little with the batch
 ONE_AT_A_TIME = RateLimit(300.0, 1, 10, 60.0)
 
 
 def stage(decision: Decision, name: Stage) -> str:
     return next(s.reason for s in decision.stages if s.stage == name)
+
+
+def replicas_wanted(decision: Decision) -> int:
+    """The replicas the clamp says were wanted beyond the maximum (ScalingLimited)."""
+    assert decision.scaling_limited is not None
+    assert decision.scaling_limited.reason == Reason.AT_MAX_REPLICAS
+    found = re.match(r"(\d+) replicas wanted, limited to max", decision.scaling_limited.message)
+    assert found is not None, decision.scaling_limited.message
+    return int(found.group(1))
+
+
+def needed_for(decision: Decision, demand_rps: float, policy: Policy) -> int:
+    """The fewest replicas at the decided batch's capacity that carry `demand_rps` within the
+    utilisation bound."""
+    assert decision.capacity_rps_per_replica is not None
+    per_replica = decision.capacity_rps_per_replica * policy.max_utilization
+    return math.ceil(demand_rps / per_replica)
+
+
+def running_latency(loop: Loop, batch: int, demand_rps: float) -> float:
+    """What the law's own model, as learned so far, predicts once a request runs (queueing left
+    out) at max replicas and `batch`."""
+    assert loop.state is not None and loop.state.mix is not None
+    curve = StepCurve.fitted(loop.policy.profile, loop.state.mix, loop.state.fit)
+    bound = loop.policy.objective.latency
+    prediction = predict(
+        curve, loop.state.calibration, loop.policy.max_replicas, batch, demand_rps, bound.quantile
+    )
+    return prediction.service_latency(bound.metric)
 
 
 def warm_loop(
@@ -175,6 +206,72 @@ def test_throughput_objective_grows_the_batch_while_the_bound_holds() -> None:
     # Changes are rare: never two within the cooldown.
     times = [loop.tick_s * i for i, d in enumerate(decisions) if d.action is Action.BATCH_UP]
     assert all(b - a >= 600.0 for a, b in zip(times, times[1:], strict=False))
+
+
+def test_throughput_objective_beyond_max_replicas_grows_the_batch_to_the_largest_that_keeps_the_bound() -> (
+    None
+):
+    # 20 000 tok/s of long prompts is 39 req/s; four replicas (the max) at batch 32 serve 22 of
+    # them. No batch reaches the target within four replicas, so the replicas each would need
+    # above the maximum say nothing about what the fleet can do. At four replicas batch 128
+    # serves the most while p99 ITL stays under 60 ms (≈ 32 ms steps with the batch full);
+    # batch 256 would not (≈ 58 ms steps, over 54 ms with the margin).
+    bound = LatencyTarget(LatencyMetric.ITL, 0.99, 0.06)
+    batching = Batching(min_seqs=8, initial_seqs=32, max_seqs=512, cooldown_s=600.0)
+    policy = throughput_policy(20_000.0, bound, max_replicas=4, batching=batching)
+    loop = Loop(Service(H100, LONG, replicas=4, batch=32), policy)
+    offered = 20_000.0 / LONG.output_tokens
+    decisions = loop.run(offered, 1800.0)
+
+    grown = [d for d in decisions if d.max_num_seqs != 32]
+    assert grown, "the batch never grew"
+    first = grown[0]
+    assert first.action is Action.BATCH_UP and first.reason == Reason.LARGER_BATCH
+    assert first.max_num_seqs == 128 and "batch 32→128" in first.message
+    assert {d.max_num_seqs for d in grown} == {128}  # one rolling restart, no flapping
+    assert running_latency(loop, 128, offered) <= 0.06 * 0.9 < running_latency(loop, 256, offered)
+
+    last = decisions[-1]
+    assert last.replicas == 4
+    # ScalingLimited names the replicas the target would need at the new batch.
+    assert replicas_wanted(last) == needed_for(last, offered, policy) > 4
+    assert last.objective.tokens_per_s is not None and first.objective.tokens_per_s is not None
+    assert last.objective.tokens_per_s >= 1.4 * first.objective.tokens_per_s  # 11 100 → 16 200
+    assert all(d.objective.met for d in decisions[-20:])  # the bound holds
+
+
+def test_latency_objective_queueing_at_max_replicas_grows_the_batch_while_the_prefill_holds() -> (
+    None
+):
+    # p99 TTFT ≤ 2 s for 33 req/s of long prompts; four replicas (the max) at batch 32 serve
+    # 22: requests queue and more replicas cannot be had. The batch was changed a moment ago, so
+    # through the cooldown the backlog builds. Then the batch grows to the one predicting the
+    # best TTFT under the whole demand — 512, serving 36 req/s — whose prefill (TTFT once a
+    # request runs) still holds, and the backlog drains.
+    batching = Batching(min_seqs=8, initial_seqs=32, max_seqs=512, cooldown_s=600.0)
+    policy = latency_policy(LatencyMetric.TTFT, 2.0, max_replicas=4, batching=batching)
+    loop = Loop(Service(H100, LONG, replicas=4, batch=32), policy)
+    loop.state = ControlState.initial(0.0, 4, 32, last_batch_change_time=0.0)
+    cooling = loop.run(33.0, 600.0)
+    assert all(d.max_num_seqs == 32 and d.replicas == 4 for d in cooling)
+    assert cooling[-1].reason == Reason.BATCH_COOLDOWN
+    assert loop.service.waiting > 1000
+
+    grown = loop.tick(33.0)
+    assert grown.action is Action.BATCH_UP and grown.reason == Reason.LARGER_BATCH
+    assert grown.max_num_seqs == 512 and "batch 32→512" in grown.message
+    assert grown.objective.met is False and grown.replicas == 4
+    assert replicas_wanted(grown) == needed_for(grown, 33.0, policy) > 4
+    assert grown.infeasible is not None
+    assert grown.infeasible.reason == Reason.INFEASIBLE_AT_MAX_REPLICAS
+    assert running_latency(loop, 512, 33.0) <= 2.0 * 0.9
+
+    after = loop.run(33.0, 3000.0)
+    assert {d.max_num_seqs for d in after} == {512}
+    assert loop.service.waiting == 0  # the backlog has drained
+    assert grown.objective.observed_s is not None and after[-1].objective.observed_s is not None
+    assert after[-1].objective.observed_s < grown.objective.observed_s / 10
+    assert all(replicas_wanted(d) > 4 for d in after)  # still short: ScalingLimited stays
 
 
 def test_throughput_target_adds_replicas_when_tokens_are_still_short() -> None:
