@@ -1,0 +1,73 @@
+"""The cluster for the end-to-end tests: the local sandbox, or the real cluster `KUBECONFIG` names.
+
+One sandbox serves the whole session: emulated A100 pods at speed-up 1 (the operator reads
+counter rates per real second and latencies per model second, so a speed-up other than 1 would
+skew its capacity model; time is compressed in the trace instead), a 5 s cold start and a 2 s
+operator tick. It is brought down whatever the tests did.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_support import AZURE_CONV, Cluster
+
+from sloscale.kube import KubeApi
+from sloscale.sandbox.prometheus import PrometheusNotInstalled, find_binary
+from sloscale.sandbox.sandbox import SandboxConfig, SandboxError, down, up
+
+COLD_START_S = 5
+
+
+def _require(what: str, problem: str | None) -> None:
+    if problem is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the end-to-end tests: {problem}")
+    pytest.skip(f"{what}: {problem}")
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    _require(
+        "the Azure trace",
+        None if AZURE_CONV.is_file() else f"{AZURE_CONV} is missing (set SLOSCALE_E2E_TRACE)",
+    )
+    real = os.environ.get("KUBECONFIG")
+    if real:
+        api = KubeApi.connect(real)
+        try:
+            yield Cluster(
+                Path(real), api, emulated=False, sandbox_dir=None, cold_start="5m", patience=10.0
+            )
+        finally:
+            api.close()
+        return
+    try:
+        find_binary()
+        missing = None
+    except PrometheusNotInstalled as err:
+        missing = str(err)
+    _require("Prometheus", missing)
+    directory = tmp_path_factory.mktemp("sandbox")
+    config = SandboxConfig(
+        directory, speedup=1.0, cold_start_s=COLD_START_S, gpu_profile="A100", operator_tick="2s"
+    )
+    try:
+        state = up(config, timeout_s=120)
+    except SandboxError as err:
+        pytest.fail(str(err))
+    try:
+        api = KubeApi.connect(state["kubeconfig"])
+        try:
+            yield Cluster(
+                Path(state["kubeconfig"]), api, emulated=True, sandbox_dir=directory,
+                cold_start=f"{COLD_START_S}s", patience=1.0,
+            )  # fmt: skip
+        finally:
+            api.close()
+    finally:
+        down(directory)
