@@ -1,8 +1,9 @@
 """How long one `decide` takes: `python tests/unit/scaling/bench_decide.py`.
 
 Not a test (no timing assertions anywhere): a note to re-run when the law changes. It ticks a
-loaded service with batching enabled (six candidate batches) and one with batching off, after a
-warm-up that fills every bounded history, and prints CPU microseconds per call.
+loaded service with batching enabled (six candidate batches), one with batching off, and one
+whose demand is beyond max replicas at every batch (each option also compared at the maximum),
+after a warm-up that fills every bounded history, and prints CPU microseconds per call.
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ def main() -> None:
         max_replicas=64, batching=Batching(min_seqs=8, initial_seqs=64, max_seqs=256)
     )
     fixed = replace(batching, batching=Batching(enabled=False))
+    capped = replace(batching, max_replicas=2)
     print(f"decide, batching on (6 candidate batches): {per_call_us(batching):.0f} µs/call")
     print(f"decide, batching off:                      {per_call_us(fixed):.0f} µs/call")
+    print(f"decide, beyond max replicas (6 batches):   {per_call_us(capped):.0f} µs/call")
 
 
 if __name__ == "__main__":
