@@ -8,7 +8,6 @@ SLOSCALE_KOPF_REPEAT to run it more times (the default keeps `make test` short).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from apiserver_support import CRD, GROUP, PLURAL, ROOT, VERSION, Cluster, isvc, 
 from kopf.testing import KopfRunner
 from kubernetes.client.rest import ApiException
 
+from sloscale.sandbox.processes import wait_for
+
 OPERATOR = Path(__file__).with_name("kopf_operator.py")
 PEERING_CRDS = ROOT / "charts" / "sloscale" / "crds" / "kopf-peering.yaml"
 REPEAT = int(os.environ.get("SLOSCALE_KOPF_REPEAT", "3"))
@@ -25,13 +26,7 @@ FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 
 
 def _until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(check, timeout, what, interval_s=0.05)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from sloscale.sandbox.processes import stop_process
+
 READY = re.compile(r"serving \S+ on (http://\S+)")
 
 
@@ -20,13 +22,7 @@ class Pod:
     url: str
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
 
 
 def launch(*args: str, timeout_s: float = 15.0) -> Pod:

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from sloscale.resource import parse_spec
+from sloscale.sandbox import processes
 from sloscale.sandbox.deployments import TEMPLATE_HASH_LABEL
 from sloscale.workload import render_deployment, render_service
 
@@ -79,13 +80,7 @@ def sloscale(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def wait_for(probe: Callable[[], T | None], timeout: float = 60.0, what: str = "the condition") -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return processes.wait_for(probe, timeout, what)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -34,6 +33,8 @@ from types import TracebackType
 from typing import Any
 
 import yaml
+
+from sloscale.sandbox.processes import free_port, stop_process
 
 DEFAULT_BINARY = "/usr/bin/prometheus"
 BINARY_ENV = "SLOSCALE_PROMETHEUS_BINARY"
@@ -83,12 +84,6 @@ def find_binary(binary: str | None = None) -> str:
         "`apt-get install prometheus` (Debian/Ubuntu) or put a Prometheus 2.x binary on PATH"
     )
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _duration(seconds: float) -> str:
@@ -177,7 +172,7 @@ class PrometheusServer:
         last_error: PrometheusFailed | None = None
         for _ in range(3):
             try:
-                self._launch(binary, _free_port())
+                self._launch(binary, free_port())
                 return self
             except PrometheusFailed as error:
                 last_error = error
@@ -217,15 +212,8 @@ class PrometheusServer:
     def stop(self) -> None:
         """Stop the process: SIGTERM, then SIGKILL after 10 s. Safe to call more than once."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        if process is not None:
+            stop_process(process, grace_s=10, kill_wait_s=10)
 
     @property
     def pid(self) -> int | None:

@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 
 from sloscale.sandbox import tiny_model
+from sloscale.sandbox.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_VENV = REPO_ROOT / ".venv-vllm"
@@ -106,12 +106,6 @@ def _engine_env(cache_dir: Path | None = None) -> dict[str, str]:
         env["VLLM_CACHE_ROOT"] = str(cache_dir)  # not the user's ~/.cache/vllm
     return env
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def group_memory_bytes(pgid: int) -> int:
@@ -228,7 +222,7 @@ class RealVllmServer:
         python = find_python(self.python)
         if not tiny_model.is_built(self.model_dir):
             raise VllmFailed(f"no tiny model in {self.model_dir}: call ensure_tiny_model first")
-        self.port = _free_port()
+        self.port = free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         began = time.monotonic()
         with self.log_path.open("ab") as log:

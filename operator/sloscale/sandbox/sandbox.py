@@ -31,13 +31,14 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sloscale.sandbox.processes import free_port, stop_process
 
 STATE_FILE = "sandbox.json"
 PID_FILE = "sandbox.pid"
@@ -69,12 +70,6 @@ def operator_available() -> bool:
     group = typer.main.get_command(app)
     return "run" in getattr(group, "commands", {})
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _die_with_parent() -> None:
@@ -142,7 +137,7 @@ class Sandbox:
             sys.executable, "-m", "sloscale", "run",
             "--kubeconfig", str(self.kubeconfig),
             "--prometheus-url", self.prometheus.url,
-            "--metrics-port", str(_free_port()),
+            "--metrics-port", str(free_port()),
             "--tick-interval", self.config.operator_tick,
         ]  # fmt: skip
         with (self.dir / "operator.log").open("ab") as out:
@@ -154,13 +149,8 @@ class Sandbox:
     async def stop(self) -> None:
         """Stop in reverse order; every step runs even if an earlier one failed."""
         self._ready = False
-        if self.operator is not None and self.operator.poll() is None:
-            self.operator.terminate()
-            try:
-                await asyncio.to_thread(self.operator.wait, 15)
-            except subprocess.TimeoutExpired:
-                self.operator.kill()
-                await asyncio.to_thread(self.operator.wait, 5)
+        if self.operator is not None:
+            await asyncio.to_thread(stop_process, self.operator, 15)
         if self.kubelet is not None:
             with contextlib.suppress(Exception):
                 await self.kubelet.stop()

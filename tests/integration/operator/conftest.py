@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,6 +33,7 @@ from kubernetes.client.exceptions import ApiException
 from traffic import Load, ServiceTraffic
 
 from sloscale.kube import MERGE_PATCH, KubeApi
+from sloscale.sandbox import processes
 from sloscale.sandbox.prometheus import PrometheusNotInstalled, PrometheusServer, find_binary
 
 ROOT = Path(__file__).parents[3]
@@ -176,13 +174,6 @@ def pods(prometheus: PrometheusServer, cluster: Cluster) -> Iterator[Pods]:
         running.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
 class Operator:
     process: subprocess.Popen[bytes]
@@ -203,7 +194,7 @@ def operator(
     cluster: Cluster, prometheus: PrometheusServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    port = _free_port()
+    port = processes.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLOSCALE_")}
     command = [
         sys.executable, "-m", "sloscale", "run",
@@ -220,12 +211,7 @@ def operator(
         wait_for(lambda: _healthy(running), 30, "the operator to answer /healthz", running)
         yield running
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        processes.stop_process(process, grace_s=20)
 
 
 def _healthy(op: Operator) -> bool:
@@ -242,12 +228,5 @@ def wait_for(
     check: Callable[[], T | None], timeout_s: float, what: str, op: Operator | None = None
 ) -> T:
     """Poll `check` until it returns something truthy; on timeout, fail with the operator's log."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            tail = f"\n--- operator log ---\n{op.log_tail()}" if op else ""
-            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}{tail}")
-        time.sleep(0.25)
+    detail = (lambda: f"--- operator log ---\n{op.log_tail()}") if op else None
+    return processes.wait_for(check, timeout_s, what, interval_s=0.25, detail=detail)

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Cluster, Operator, Pods, _free_port, _healthy, wait_for
+from conftest import Cluster, Operator, Pods, _healthy, wait_for
 from kubernetes.client.exceptions import ApiException
 from traffic import FAST
 
+from sloscale.sandbox.processes import free_port
 from sloscale.sandbox.prometheus import PrometheusServer
 
 ROOT = Path(__file__).parents[3]
@@ -62,7 +63,7 @@ def replicas(
     started: list[Operator] = []
     try:
         for i in range(2):
-            port = _free_port()
+            port = free_port()
             log = tmp_path_factory.mktemp(f"replica{i}") / "operator.log"
             command = [
                 sys.executable, "-m", "sloscale", "run",

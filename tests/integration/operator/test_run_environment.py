@@ -4,7 +4,6 @@ namespace scope, and a Prometheus that cannot be reached (an outage is never rea
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -14,7 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Cluster, Operator, _free_port, wait_for
+from conftest import Cluster, Operator, wait_for
+
+from sloscale.sandbox.processes import free_port, stop_process
 
 ROOT = Path(__file__).parents[3]
 
@@ -36,12 +37,12 @@ def env_operator(
     cluster: Cluster, scoped: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
     watched, _ = scoped
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLOSCALE_")}
     env.update(
         KUBECONFIG=str(cluster.kubeconfig),
         SLOSCALE_NAMESPACES=f"{watched},{cluster.namespace}-unused",
-        SLOSCALE_PROMETHEUS_URL=f"http://127.0.0.1:{_free_port()}",  # nothing listens there
+        SLOSCALE_PROMETHEUS_URL=f"http://127.0.0.1:{free_port()}",  # nothing listens there
         SLOSCALE_TICK_INTERVAL="1s",
         SLOSCALE_METRICS_PORT=str(port),
         SLOSCALE_LOG_LEVEL="info",
@@ -58,12 +59,7 @@ def env_operator(
     try:
         yield running
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_process(process, grace_s=20)
 
 
 def apply(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
