@@ -51,6 +51,7 @@ from sloscale.resource import (
     resolve_policy,
 )
 from sloscale.scaling import Action, ControlState, Decision, Observation, decide
+from sloscale.scaling.observe import effective_batch
 from sloscale.scaling.policy import Policy
 from sloscale.scaling.snapshot import (
     MetricsSnapshot,
@@ -225,11 +226,7 @@ class ServiceReconciler:
             if spec.advisory
             else replace(decision, replicas=applied.replicas, max_num_seqs=applied.max_num_seqs),
             replicas_before=seen.replicas,
-            batch_before=(
-                seen.max_num_seqs
-                if seen.max_num_seqs is not None
-                else policy.profile.default_max_num_seqs
-            ),
+            batch_before=effective_batch(seen, policy),
             advisory=spec.advisory,
             recommended_before=(
                 previous.replicas.desired if previous.replicas else None,
@@ -372,9 +369,7 @@ def batch_write_needed(policy: Policy, seen: WorkloadObservation, batch: int | N
     value outside the spec's bounds is never written."""
     if not policy.batching.enabled or batch is None:
         return False
-    current = (
-        seen.max_num_seqs if seen.max_num_seqs is not None else policy.profile.default_max_num_seqs
-    )
+    current = effective_batch(seen, policy)
     within = policy.batching.min_seqs <= batch <= policy.batching.max_seqs
     if batch != current and not within:
         logger.warning(

@@ -54,6 +54,7 @@ class Observed:
 
 
 def effective_batch(workload: WorkloadObservation, policy: Policy) -> int:
+    """The batch cap the pods run with: the template's, or vLLM's default when it sets none."""
     return (
         workload.max_num_seqs
         if workload.max_num_seqs is not None
