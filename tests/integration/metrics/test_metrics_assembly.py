@@ -10,10 +10,11 @@ import math
 from typing import Any
 
 import pytest
+from metrics_results import snapshot, unavailable
 
 from sloscale import promql
 from sloscale.metrics_source import MalformedAnswer, Result, ServiceKey, assemble, parse_vector
-from sloscale.scaling.snapshot import MetricsSnapshot, MetricsUnavailable, Unavailability
+from sloscale.scaling.snapshot import Unavailability
 
 NOW = 1_800_000_000.0
 QUERIES = promql.QuerySet(rate_window_s=60, stale_after_s=90)
@@ -68,17 +69,6 @@ def merge(*answers: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str,
 def run(raw: dict[str, list[dict[str, Any]]], *services: ServiceKey) -> dict[ServiceKey, Result]:
     grouped = {key: parse_vector(result, "sloscale_service") for key, result in raw.items()}
     return assemble(grouped, services or (CHAT,), NOW, QUERIES)
-
-
-def snapshot(result: Result) -> MetricsSnapshot:
-    assert isinstance(result, MetricsSnapshot), result
-    return result
-
-
-def unavailable(result: Result, reason: Unavailability) -> MetricsUnavailable:
-    assert isinstance(result, MetricsUnavailable), result
-    assert result.reason is reason, result.message
-    return result
 
 
 def test_a_healthy_answer_becomes_a_snapshot_with_every_number() -> None:

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from metrics_results import snapshot, unavailable
 from prometheus_client import Gauge
 from prometheus_client import Histogram as PromHistogram
 
-from sloscale.metrics_source import PrometheusMetricsSource, Result, ServiceKey
+from sloscale.metrics_source import PrometheusMetricsSource, ServiceKey
 from sloscale.sandbox.prometheus import PrometheusServer, Target
 from sloscale.sandbox.vllm_metrics import (
     ITL_BUCKETS,
@@ -38,7 +39,7 @@ from sloscale.sandbox.vllm_metrics import (
     MetricsExporter,
     VllmMetrics,
 )
-from sloscale.scaling.snapshot import Histogram, MetricsSnapshot, MetricsUnavailable, Unavailability
+from sloscale.scaling.snapshot import Histogram, MetricsUnavailable, Unavailability
 
 pytestmark = pytest.mark.prometheus
 
@@ -224,17 +225,6 @@ def source(fleet: Fleet) -> Iterator[PrometheusMetricsSource]:
         fleet.main.url, rate_window_s=RATE_WINDOW_S, stale_after_s=5
     ) as src:
         yield src
-
-
-def snapshot(result: Result) -> MetricsSnapshot:
-    assert isinstance(result, MetricsSnapshot), result
-    return result
-
-
-def unavailable(result: Result, reason: Unavailability) -> MetricsUnavailable:
-    assert isinstance(result, MetricsUnavailable), result
-    assert result.reason is reason, result.message
-    return result
 
 
 def assert_all_within(h: Histogram, lower: float, upper: float, total: float) -> None:
