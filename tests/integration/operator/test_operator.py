@@ -217,7 +217,7 @@ def test_throughput_objective_grows_the_batch_in_the_pod_template(
 
 
 def _attach_target(cluster: Cluster, name: str, replicas: int) -> dict[str, Any]:
-    """A vLLM Deployment the team runs itself, to attach to."""
+    """A vLLM Deployment its owners run themselves, for the operator to attach to."""
     return cluster.api.request(
         "POST",
         cluster.deployment_path(),
