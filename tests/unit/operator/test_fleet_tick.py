@@ -19,8 +19,15 @@ import yaml
 from operator_cases import TTFT_1S, histogram, snapshot
 
 from sloscale.apiserver import ApiServer
+from sloscale.events import Event, EventReason, EventType
 from sloscale.kube import MERGE_PATCH, KubeApi
-from sloscale.reconcile import Fleet, Outcome, ServiceReconciler, batch_write_needed
+from sloscale.reconcile import (
+    EVENT_MESSAGE_LIMIT,
+    Fleet,
+    Outcome,
+    ServiceReconciler,
+    batch_write_needed,
+)
 from sloscale.scaling.snapshot import (
     MetricsSnapshot,
     MetricsUnavailable,
@@ -341,3 +348,14 @@ def test_which_batch_decisions_touch_the_pod_template(
 ) -> None:
     seen = WorkloadObservation(replicas=2, ready=2, starting=0, max_num_seqs=template_batch)
     assert batch_write_needed(TTFT_1S, seen, decided) is write
+
+
+def test_an_event_message_is_cut_to_the_api_servers_bound(api: tuple[ApiServer, KubeApi]) -> None:
+    _, client = api
+    body = isvc(client, "wordy")
+    reconciler = ServiceReconciler(client, telemetry=Telemetry(), instance="test")
+    reconciler.post_event(body, Event(EventType.NORMAL, EventReason.SCALED_UP, "x" * 3000))
+    listing = client.request("GET", f"/api/v1/namespaces/{NS}/events")
+    [posted] = [e for e in listing["items"] if e["involvedObject"]["name"] == "wordy"]
+    assert posted["reason"] == "ScaledUp"
+    assert posted["message"] == "x" * EVENT_MESSAGE_LIMIT
