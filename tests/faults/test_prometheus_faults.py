@@ -1,0 +1,163 @@
+"""Prometheus fails in every way it can; the operator holds, says why, and recovers without a jump.
+
+An autoscaler that reads an outage as zero load scales everything to its minimum at peak (KEDA
+#3065). Here a loaded service (`busy`, scaled up by its load) and an idle one (`idle`, pinned at 3
+replicas, then allowed down to 1 just as Prometheus goes away) live through, back to back:
+
+1. Prometheus down (connection refused),
+2. Prometheus answering 503,
+3. NaN samples,
+4. stale samples (Prometheus stops scraping the pods),
+
+then recovery. Throughout, neither service's replicas move and `MetricsAvailable` is False with
+the matching reason and a message; after recovery the loaded service stays where it was, and the
+idle one — now truly at zero traffic — scales down to its minimum. The load generator counts no
+failed request. The figures measured are printed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+from faults_support import (
+    Box,
+    Load,
+    OperatorProcess,
+    PrometheusGate,
+    condition,
+    failures,
+    service_spec,
+    wait_for,
+)
+
+WINDOW_S = 30.0  # the objective's window: the operator scales nothing down before it has seen one
+
+
+def test_prometheus_outages_hold_both_levers_and_real_zero_traffic_still_scales_down(
+    box: Box, namespace: str, operators: Callable[..., OperatorProcess], gate: PrometheusGate
+) -> None:
+    box.create(namespace, "busy", service_spec())
+    box.create(namespace, "idle", service_spec(replicas={"min": 3, "max": 4}))
+    op = operators("operator", namespace, prometheus_url=gate.url)
+    started = time.monotonic()
+    busy_url = wait_for(
+        lambda: (
+            box.router(namespace, "busy")
+            and box.ready_pods(namespace, "busy")
+            and box.router(namespace, "busy")
+        ),
+        60,
+        "busy's first pod",
+        op,
+    )
+    load = Load(busy_url, 12.0)
+
+    # The load needs more than one replica; the idle service sits at its pinned three.
+    wait_for(lambda: (box.replicas(namespace, "busy") or 0) >= 2, 60, "busy to scale up", op)
+    wait_for(lambda: len(box.ready_pods(namespace, "idle")) == 3, 60, "idle's three pods", op)
+    # Past the first window a scale-down would be allowed: holding from here on is a decision.
+    time.sleep(max(0.0, WINDOW_S + 2 - (time.monotonic() - started)))
+    busy_before = wait_for(lambda: _steady(box, namespace, "busy"), 60, "busy to settle", op)
+    print(f"\nbefore the faults: busy at {busy_before} replicas under 12 req/s, idle at 3")
+
+    seen: list[tuple[str, int | None, int | None]] = []
+
+    def hold_through(phase: str, reason: str, words: str) -> None:
+        """Wait until both services report `reason`, checking the replicas never move meanwhile."""
+
+        def reported() -> bool:
+            seen.append((phase, box.replicas(namespace, "busy"), box.replicas(namespace, "idle")))
+            assert seen[-1][1:] == (busy_before, 3), f"replicas moved during '{phase}': {seen[-1]}"
+            available = [
+                condition(box.isvc(namespace, n), "MetricsAvailable") for n in ("busy", "idle")
+            ]
+            return all(
+                c.get("reason") == reason and words in c.get("message", "") for c in available
+            )
+
+        wait_for(reported, 30, f"MetricsAvailable reason {reason} during '{phase}'", op)
+        held = condition(box.isvc(namespace, "busy"), "MetricsAvailable")
+        assert held["status"] == "False" and words in held["message"], held
+        assert condition(box.isvc(namespace, "busy"), "ObjectiveMet")["status"] == "Unknown"
+        ticks = _ticks(op)
+        wait_for(
+            lambda: _ticks(op) >= ticks + 3, 15, "three more ticks", op
+        )  # and it keeps holding
+        reported()
+        print(
+            f"  {phase}: MetricsAvailable=False {reason}: {held['message']!r}; replicas held {busy_before} and 3"
+        )
+
+    outage_started = time.monotonic()
+    gate.set_mode("down")
+    box.patch_spec(
+        namespace, "idle", {"replicas": {"min": 1}}
+    )  # now only missing data holds it at 3
+    hold_through("Prometheus down", "QueryFailed", "cannot connect")
+    gate.set_mode("error")
+    hold_through("Prometheus answering 503", "QueryFailed", "kept answering 5xx")
+    gate.set_mode("nan")
+    hold_through("NaN samples", "Malformed", "not a usable value")
+
+    # Stale: Prometheus stops scraping this namespace's pods (their targets go), the pods go on.
+    targets = box.targets_file.read_text()
+    kept = [t for t in json.loads(targets) if t["labels"].get("namespace") != namespace]
+    box.targets_file.write_text(json.dumps(kept))
+    wait_for(
+        lambda: not box.prometheus(f'up{{namespace="{namespace}"}}'),
+        30,
+        "Prometheus to drop the targets",
+        op,
+    )
+    gate.set_mode("pass")
+    hold_through("stale samples", "Stale", "has reported for")
+    outage_s = time.monotonic() - outage_started
+
+    box.targets_file.write_text(targets)
+    recovered = time.monotonic()
+    wait_for(
+        lambda: condition(box.isvc(namespace, "busy"), "MetricsAvailable").get("status") == "True",
+        60,
+        "metrics to come back",
+        op,
+    )
+    back_after = time.monotonic() - recovered
+    # No jump: the loaded service keeps its replicas over the next ticks ...
+    ticks = _ticks(op)
+    while _ticks(op) < ticks + 5:
+        assert box.replicas(namespace, "busy") == busy_before, "busy jumped after recovery"
+        time.sleep(0.2)
+    # ... and real zero traffic still scales the idle one down to its minimum.
+    wait_for(lambda: box.replicas(namespace, "idle") == 1, 60, "idle to scale down to 1", op)
+    idle = box.isvc(namespace, "idle")
+    assert condition(idle, "MetricsAvailable")["reason"] == "ZeroTraffic"
+    assert idle is not None and idle["status"]["lastDecision"]["action"] == "ScaleDown"
+
+    report = load.stop()
+    summary = report.summary()
+    print(
+        f"  outage of {outage_s:.0f}s ({len(seen)} checks): replicas never moved; metrics back "
+        f"{back_after:.0f}s after Prometheus; busy stayed at {busy_before}; idle 3→1 on real zero traffic; "
+        f"load: {summary['requests']} requests, {summary['failed']} failed"
+    )
+    assert summary["failed"] == 0, failures(report)
+
+
+def _steady(box: Box, namespace: str, name: str) -> int | None:
+    """The replica count once all its pods are ready and the operator wants no other."""
+    body = box.isvc(namespace, name) or {}
+    replicas = (body.get("status") or {}).get("replicas") or {}
+    current = box.replicas(namespace, name)
+    ready = len(box.ready_pods(namespace, name))
+    if current and replicas.get("desired") == current == ready:
+        return current
+    return None
+
+
+def _ticks(op: OperatorProcess) -> int:
+    for line in op.scrape().splitlines():
+        if line.startswith("sloscale_tick_duration_seconds_count "):
+            return int(float(line.split()[1]))
+    return 0
