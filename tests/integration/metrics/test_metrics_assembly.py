@@ -164,6 +164,12 @@ def test_missing_optional_families_leave_a_usable_snapshot() -> None:
     assert (s.kv_usage, s.preemptions_per_s) == (0.0, 0.0)
 
 
+def test_kv_usage_a_hair_above_one_is_read_as_full() -> None:
+    raw = healthy(CHAT)
+    raw["kv_usage"] = [element(CHAT, "1.0000005")]  # float noise in vLLM's own fraction
+    assert snapshot(run(raw)[CHAT]).kv_usage == 1.0
+
+
 @pytest.mark.parametrize(
     ("family", "value"),
     [
