@@ -430,12 +430,12 @@ class Fleet:
                     Unavailability.QUERY_FAILED, f"reading metrics failed: {exc}"
                 )
                 fetched = dict.fromkeys(bodies, failed)
+            missing = MetricsUnavailable(
+                Unavailability.NO_DATA, "the metrics source returned nothing"
+            )
             gate = asyncio.Semaphore(self.concurrency)
 
             async def one(key: ServiceKey) -> None:
-                missing = MetricsUnavailable(
-                    Unavailability.NO_DATA, "the metrics source returned nothing"
-                )
                 async with gate:
                     try:
                         results[key] = await asyncio.to_thread(
