@@ -25,6 +25,16 @@ layers: install
 test: lint typecheck layers chart-check
 	$(PY) -m pytest -q -p no:cacheprovider -m "not image and not vllm" tests
 
+# The product end to end on this machine in a few minutes (docs/demo.md): the sandbox, an example
+# InferenceService, a replayed trace with a burst, live progress, a scorecard and plots in
+# demo-output/; everything it starts is stopped at the end. Prometheus comes from Debian;
+# TRACE=FILE replays another copy of the Azure conversation trace.
+demo: install
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	$(VENV)/bin/sloscale sandbox demo --out demo-output $(if $(TRACE),--trace $(TRACE))
+
 # The operator image's install steps, run in a clean venv (downloads the locked wheels: minutes).
 image-check: install
 	$(PY) -m pytest -q -p no:cacheprovider -m image tests/image

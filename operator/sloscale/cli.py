@@ -13,6 +13,7 @@ import typer
 
 from sloscale import run as run_command
 from sloscale.sandbox import commands as sandbox_commands
+from sloscale.sandbox import demo as demo_command
 from sloscale.sim import command as bench_command
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
 sandbox_app = typer.Typer(help="The local sandbox: Kubernetes API emulator, emulated vLLM pods, Prometheus.")
 app.add_typer(sandbox_app, name="sandbox")
 sandbox_commands.register(sandbox_app)
+sandbox_app.command("demo")(demo_command.demo)
 app.command(name="run")(run_command.run)
 app.command(name="bench")(bench_command.bench)
 

@@ -26,8 +26,8 @@ NAME = "chat"
 TARGET_S = 2.5
 WINDOW_S = 10.0  # the load envelope's step
 BASE, BURST, TRICKLE = 1.2, 4.8, 0.3  # requests/s; one emulated A100 at batch 8 serves about 2.7
-RATES = [BASE] * 2 + [BURST] * 4 + [TRICKLE] * 3
-BURST_START_S, BURST_END_S = 2 * WINDOW_S, 6 * WINDOW_S
+RATES = [BASE] * 1 + [BURST] * 4 + [TRICKLE] * 3
+BURST_START_S, BURST_END_S = 1 * WINDOW_S, 5 * WINDOW_S
 
 
 def chat(cold_start: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.prometheus, pytest.mark.slow]
 NAME = "summarise"
 TOKENS_PER_S = 1000
 INITIAL_BATCH = 8
-RATES = [6.0] * 5  # requests/s for 50 s
+RATES = [6.0] * 4  # requests/s for 40 s
 LATE_S = 20.0  # by then the batch has grown
 
 

@@ -310,7 +310,7 @@ class Scorecard:
     p99_s: float | None
     gpu_hours: float
     static_peak_gpu_hours: float  # the same span at the peak replica count, for comparison
-    peak_replicas: int
+    peak_replicas: int  # the most replicas the operator asked for (surge pods not counted)
     decisions: dict[str, int]  # event reason → count
     operator_attainment: str | None  # what the operator itself reports
 
@@ -334,7 +334,7 @@ def scorecard(
     windows = [w for w in window_quantiles(records, window_s, percentile, metric) if w.requests]
     ok = [v for r in records if r.ok and (v := latency_of(r, metric)) is not None]
     span = samples[-1].t - samples[0].t if len(samples) > 1 else 0.0
-    peak = max((s.pods or 0 for s in samples), default=0)
+    peak = max((s.replicas or 0 for s in samples), default=0)
     decisions: dict[str, int] = {}
     for event in events:
         reason = str(event.get("reason"))
