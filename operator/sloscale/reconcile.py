@@ -83,6 +83,7 @@ class Memory:
     uid: str
     status: InferenceServiceStatus
     state: ControlState | None = None
+    unwritten: InferenceServiceStatus | None = None  # the status of a tick whose write was refused
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,7 @@ class ServiceReconciler:
             generation=generation,
             now=now,
         )
+        status = _carry_unwritten(status, memory.status, memory.unwritten)
         previous = memory.status
         events += lever_events(
             # Advisory reports the decision; Enforce reports what was actually written.
@@ -233,10 +235,10 @@ class ServiceReconciler:
                 previous.batch.desired if previous.batch else None,
             ),
         )
-        events += condition_events(previous.conditions, status.conditions)
-        self._write(key, body, memory, status, events)
+        transitions = condition_events(previous.conditions, status.conditions)
+        self._write(key, body, memory, status, transitions, done=events)
         self.telemetry.record(*key, decision, policy, current=applied.replicas, ready=seen.ready)
-        return Outcome(status, tuple(events), decided=True)
+        return Outcome(status, tuple(events + transitions), decided=True)
 
     def _actuate(
         self,
@@ -304,15 +306,27 @@ class ServiceReconciler:
         memory: Memory,
         status: InferenceServiceStatus,
         events: list[Event],
+        done: list[Event] | None = None,
     ) -> None:
-        if status != memory.status:
-            self.api.request(
-                "PATCH",
-                _status_path(*key),
-                body={"status": status.to_patch()},
-                content_type=MERGE_PATCH,
-            )
-            memory.status = status
+        """Write the status, then post `events` (its transitions). `done` (workload and lever
+        changes already made) is posted even when the status write is refused: the next tick
+        would not see those changes happen again, while it does recompute the transitions."""
+        try:
+            if status != memory.status:
+                self.api.request(
+                    "PATCH",
+                    _status_path(*key),
+                    body={"status": status.to_patch()},
+                    content_type=MERGE_PATCH,
+                )
+                memory.status = status
+            memory.unwritten = None
+        except Exception:
+            memory.unwritten = status
+            raise
+        finally:
+            for event in done or []:
+                self.post_event(body, event)
         for event in events:
             self.post_event(body, event)
 
@@ -351,6 +365,24 @@ class ServiceReconciler:
     def forget(self, key: ServiceKey) -> None:
         self.memory.pop(key, None)
         self.telemetry.forget(*key)
+
+
+def _carry_unwritten(
+    status: InferenceServiceStatus,
+    written: InferenceServiceStatus,
+    unwritten: InferenceServiceStatus | None,
+) -> InferenceServiceStatus:
+    """`status` with what the last refused status write recorded and this tick did not change:
+    the levers moved then, and the next tick does not see them move again, so the last decision
+    and its times (the batch cooldown survives restarts through them) would otherwise be lost."""
+    if unwritten is None:
+        return status
+    update = {}
+    for name in ("last_decision", "last_scale_time", "last_batch_change_time"):
+        lost, before = getattr(unwritten, name), getattr(written, name)
+        if lost != before and getattr(status, name) == before:
+            update[name] = lost
+    return status.model_copy(update=update) if update else status
 
 
 def _log_decision(key: ServiceKey, decision: Decision) -> None:

@@ -201,13 +201,18 @@ class Box:
         url = self.state.get("services", {}).get(f"{namespace}/{name}")
         return str(url) if url else None
 
-    def emulator_faults(self, method: str, **fault: Any) -> JSON:
-        """The API emulator's fault admin endpoint (`docs/apiserver.md`)."""
-        data = json.dumps(fault).encode() if fault else None
+    def emulator_faults(self, action: str, /, **fault: Any) -> JSON:
+        """The API emulator's fault admin endpoint (`docs/apiserver.md`): `add` a fault given as
+        keyword arguments, `clear` them all, or `drop` the open watches."""
+        path, method = {
+            "add": ("", "POST"),
+            "clear": ("", "DELETE"),
+            "drop": ("/drop-watches", "POST"),
+        }[action]
         request = urllib.request.Request(
-            f"{self.api_url}/_emulator/faults{'/drop-watches' if method == 'DROP' else ''}",
-            data=data if method != "DELETE" else None,
-            method="POST" if method in ("POST", "DROP") else method,
+            f"{self.api_url}/_emulator/faults{path}",
+            data=json.dumps(fault).encode() if action != "clear" else None,
+            method=method,
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
