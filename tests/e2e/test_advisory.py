@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.prometheus, pytest.mark.slow]
 
 NAME, TARGET = "chat-shadow", "chat-prod"
 TARGET_S = 2.5
-RATES = [3.5] * 3  # requests/s for 30 s; one emulated A100 at batch 8 serves about 2.7
+RATES = [4.0] * 2  # requests/s for 20 s; one emulated A100 at batch 8 serves about 2.7
 
 
 def shadow(cold_start: str) -> dict[str, Any]:

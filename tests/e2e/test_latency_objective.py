@@ -2,7 +2,7 @@
 
 The story a user would watch: `kubectl apply` an InferenceService that asks for p99 time to first
 token under 2.5 s; the operator creates the vLLM Deployment and its Service and the pod becomes
-ready; a slice of the Azure conversation trace arrives through the Service, quadruples for 40 s
+ready; a slice of the Azure conversation trace arrives through the Service, quadruples for 30 s
 and then falls to a trickle. The operator must add replicas for the burst, keep the client-side
 p99 under the target once they serve, and give them back when the load has gone — saying so in
 status, conditions and events, without failing a request.
@@ -26,8 +26,8 @@ NAME = "chat"
 TARGET_S = 2.5
 WINDOW_S = 10.0  # the load envelope's step
 BASE, BURST, TRICKLE = 1.2, 4.8, 0.3  # requests/s; one emulated A100 at batch 8 serves about 2.7
-RATES = [BASE] * 1 + [BURST] * 4 + [TRICKLE] * 3
-BURST_START_S, BURST_END_S = 1 * WINDOW_S, 5 * WINDOW_S
+RATES = [BASE] * 1 + [BURST] * 3 + [TRICKLE] * 3
+BURST_START_S, BURST_END_S = 1 * WINDOW_S, 4 * WINDOW_S
 
 
 def chat(cold_start: str) -> dict[str, Any]:
