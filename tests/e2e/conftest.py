@@ -4,6 +4,13 @@ One sandbox serves the whole session: emulated A100 pods at speed-up 1 (the oper
 counter rates per real second and latencies per model second, so a speed-up other than 1 would
 skew its capacity model; time is compressed in the trace instead), a 5 s cold start and a 2 s
 operator tick. It is brought down whatever the tests did.
+
+On a real cluster (`KUBECONFIG` set) the operator and Prometheus must already run there (the Helm
+chart), the pods pull the real vLLM image and model, and load phases and waits are stretched by
+`SLOSCALE_E2E_TIME_SCALE` (default 10) so that bursts outlast cold starts. Load reaches a Service
+through `kubectl port-forward` (one pod), or through `SLOSCALE_E2E_ENDPOINT` (a loopback URL
+template with `{namespace}` and `{service}`, e.g. a gateway you forwarded); the scale-out test
+needs the latter and skips without it.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import AZURE_CONV, Cluster
+from e2e_support import AZURE_CONV, Cluster, real_cluster_time_scale
 
 from sloscale.kube import KubeApi
 from sloscale.sandbox.prometheus import PrometheusNotInstalled, find_binary
@@ -41,7 +48,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         api = KubeApi.connect(real)
         try:
             yield Cluster(
-                Path(real), api, emulated=False, sandbox_dir=None, cold_start="5m", patience=10.0
+                Path(real),
+                api,
+                emulated=False,
+                sandbox_dir=None,
+                cold_start="5m",
+                time_scale=real_cluster_time_scale(),
             )
         finally:
             api.close()
@@ -65,7 +77,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         try:
             yield Cluster(
                 Path(state["kubeconfig"]), api, emulated=True, sandbox_dir=directory,
-                cold_start=f"{COLD_START_S}s", patience=1.0,
+                cold_start=f"{COLD_START_S}s", time_scale=1.0,
             )  # fmt: skip
         finally:
             api.close()

@@ -60,7 +60,24 @@ class Cluster:
     emulated: bool  # the local sandbox; False: a real cluster
     sandbox_dir: Path | None
     cold_start: str  # what a new pod takes to serve, as the CRs' spec.coldStart
-    patience: float  # waits are multiplied by this (a real cluster pulls images and loads models)
+    # Load phases and waits are stretched by this: a real cluster pulls images and loads models
+    # for minutes, so a burst must last longer than a cold start for new replicas to answer it.
+    time_scale: float
+
+    @property
+    def spreads_load(self) -> bool:
+        """Whether `endpoint` reaches every ready pod (the sandbox's router, or a gateway named in
+        SLOSCALE_E2E_ENDPOINT) rather than the one pod `kubectl port-forward` pins."""
+        return self.emulated or bool(os.environ.get("SLOSCALE_E2E_ENDPOINT"))
+
+    def seconds(self, sandbox_s: float) -> float:
+        """A duration written for the sandbox, on this cluster's clock."""
+        return sandbox_s * self.time_scale
+
+    def rollout(self, namespace: str, deployment: str, timeout_s: float = 120.0) -> None:
+        """`kubectl rollout status`: the Deployment's pods are updated, ready and available."""
+        limit = f"--timeout={self.seconds(timeout_s):.0f}s"
+        self.kubectl("rollout", "status", "-n", namespace, f"deployment/{deployment}", limit)
 
     def kubectl(self, *args: str, stdin: str | None = None) -> str:
         done = subprocess.run(
@@ -93,14 +110,14 @@ class Cluster:
 
     def wait_for(self, check: Callable[[], T | None], timeout_s: float, what: str) -> T:
         """Poll `check` until truthy; on timeout fail with what was awaited and the operator's log."""
-        deadline = time.monotonic() + timeout_s * self.patience
+        deadline = time.monotonic() + timeout_s * self.time_scale
         while True:
             value = check()
             if value:
                 return value
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"timed out after {timeout_s * self.patience:g}s waiting for {what}{self.log_tail()}"
+                    f"timed out after {timeout_s * self.time_scale:g}s waiting for {what}{self.log_tail()}"
                 )
             time.sleep(0.5)
 
@@ -172,6 +189,20 @@ def fresh_namespace(cluster: Cluster, prefix: str) -> Iterator[str]:
     finally:
         with contextlib.suppress(AssertionError):
             cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+def real_cluster_time_scale() -> float:
+    """How much longer everything takes on the cluster `KUBECONFIG` names (1 on the sandbox)."""
+    return (
+        float(os.environ.get("SLOSCALE_E2E_TIME_SCALE", "10"))
+        if os.environ.get("KUBECONFIG")
+        else 1.0
+    )
+
+
+def time_limit(sandbox_s: float) -> float:
+    """A test's time limit, written for the sandbox, stretched on a real cluster."""
+    return sandbox_s * real_cluster_time_scale()
 
 
 def conversation_trace() -> Trace:

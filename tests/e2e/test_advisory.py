@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from e2e_support import Cluster, burst_load, fresh_namespace, ready, replay_load
+from e2e_support import Cluster, burst_load, fresh_namespace, ready, replay_load, time_limit
 
 from sloscale.resource import parse_spec
 from sloscale.sandbox.scenario import quantile
@@ -72,11 +72,11 @@ def their_workload(namespace: str) -> list[dict[str, Any]]:
     return [deployment, service]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(time_limit(300))
 def test_advisory_mode_recommends_and_changes_nothing(cluster: Cluster) -> None:
     with fresh_namespace(cluster, "e2e-advisory") as ns:
         cluster.apply(ns, *their_workload(ns))
-        cluster.kubectl("rollout", "status", "-n", ns, f"deployment/{TARGET}", "--timeout=120s")
+        cluster.rollout(ns, TARGET)
         before = cluster.deployment(ns, TARGET)
         assert before is not None
         (pod,) = [p for p in cluster.pods(ns, NAME) if ready(p)]
@@ -90,7 +90,8 @@ def test_advisory_mode_recommends_and_changes_nothing(cluster: Cluster) -> None:
             cluster.endpoint(ns, TARGET) as url,
             cluster.sampler(ns, NAME, deployment=TARGET) as sampler,
         ):
-            report = replay_load(url, burst_load(RATES, 10.0, start_s=2400.0), timeout_s=240)
+            trace = burst_load(RATES, cluster.seconds(10.0), start_s=2400.0)
+            report = replay_load(url, trace, timeout_s=cluster.seconds(240))
             recommended = cluster.wait_for(
                 lambda: (
                     (s := cluster.isvc(ns, NAME)["status"])["replicas"].get("desired", 1) > 1 and s

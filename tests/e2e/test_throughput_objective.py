@@ -21,6 +21,7 @@ from e2e_support import (
     fresh_namespace,
     ready,
     replay_load,
+    time_limit,
 )
 
 from sloscale.engine.steady import steady_state
@@ -84,25 +85,26 @@ def tokens_streamed(records: list[RequestRecord], lo: float, hi: float) -> float
     return total
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(time_limit(300))
 def test_a_throughput_objective_grows_the_batch_and_the_pods_roll(cluster: Cluster) -> None:
     with fresh_namespace(cluster, "e2e-throughput") as ns:
         cluster.apply(ns, summarise(cluster.cold_start))
         cluster.wait_for(lambda: cluster.deployment(ns, NAME), 30, "the Deployment")
-        cluster.kubectl("rollout", "status", "-n", ns, f"deployment/{NAME}", "--timeout=120s")
+        cluster.rollout(ns, NAME)
         (first,) = [p for p in cluster.pods(ns, NAME) if ready(p)]
         assert batch_arg(first["spec"]["containers"][0]["args"]) == INITIAL_BATCH
 
-        trace = burst_load(RATES, 10.0)
+        window = cluster.seconds(10.0)
+        trace = burst_load(RATES, window)
         if cluster.emulated:  # the premise, from the engine model the emulated pods run
             mix = float(np.mean(trace.input_tokens)), float(np.mean(trace.output_tokens))
-            offered = float(np.sum(trace.output_tokens)) / (len(RATES) * 10.0)
+            offered = float(np.sum(trace.output_tokens)) / (len(RATES) * window)
             assert steady_state(A100, INITIAL_BATCH, *mix).tokens_per_s < TOKENS_PER_S < offered
 
         with cluster.endpoint(ns, NAME) as url, cluster.sampler(ns, NAME) as sampler:
-            report = replay_load(url, trace, timeout_s=240)
+            report = replay_load(url, trace, timeout_s=cluster.seconds(240))
             # The last batch change rolls out: one pod, ready, from the current template.
-            cluster.kubectl("rollout", "status", "-n", ns, f"deployment/{NAME}", "--timeout=120s")
+            cluster.rollout(ns, NAME)
             samples = list(sampler.samples)
 
         summary = report.summary()
