@@ -1,9 +1,10 @@
 """The cluster for the end-to-end tests: the local sandbox, or the real cluster `KUBECONFIG` names.
 
-One sandbox serves the whole session: emulated A100 pods at speed-up 1 (the operator reads
-counter rates per real second and latencies per model second, so a speed-up other than 1 would
-skew its capacity model; time is compressed in the trace instead), a 5 s cold start and a 2 s
-operator tick. It is brought down whatever the tests did.
+One sandbox serves every test here: emulated A100 pods at speed-up 1 (the operator reads counter
+rates per real second and latencies per model second, so a speed-up other than 1 would skew its
+capacity model; time is compressed in the trace instead), a 5 s cold start and a 2 s operator
+tick. It is brought down whatever the tests did, as soon as the last test of this directory has
+run (a session-scoped fixture alone would keep it running through the rest of `make test`).
 
 On a real cluster (`KUBECONFIG` set) the operator and Prometheus must already run there (the Helm
 chart), the pods pull the real vLLM image and model, and load phases and waits are stretched by
@@ -27,6 +28,14 @@ from sloscale.sandbox.prometheus import PrometheusNotInstalled, find_binary
 from sloscale.sandbox.sandbox import SandboxConfig, SandboxError, down, up
 
 COLD_START_S = 5
+HERE = Path(__file__).parent
+_running: list[Path] = []  # the sandbox directory while one runs
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the sandbox once no test of this directory is left to run."""
+    if _running and (nextitem is None or HERE not in nextitem.path.parents):
+        down(_running.pop())
 
 
 def _require(what: str, problem: str | None) -> None:
@@ -72,6 +81,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         state = up(config, timeout_s=120)
     except SandboxError as err:
         pytest.fail(str(err))
+    _running.append(directory)
     try:
         api = KubeApi.connect(state["kubeconfig"])
         try:
@@ -82,4 +92,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         finally:
             api.close()
     finally:
-        down(directory)
+        if directory in _running:
+            _running.remove(directory)
+            down(directory)
