@@ -281,7 +281,7 @@ def write_plots(
             *zip(*observed, strict=True),
             color="tab:orange",
             linewidth=1.5,
-            label="operator's p99 (vLLM histograms, 30 s window)",
+            label="operator's p99 (vLLM's histograms in Prometheus)",
         )
     ax.axhline(
         target_s, color="tab:red", linestyle="--", linewidth=1.5, label=f"target {fmt_s(target_s)}"
