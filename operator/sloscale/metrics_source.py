@@ -334,6 +334,8 @@ class PrometheusMetricsSource:
         """A status-sized account of a failed query (requests' own messages quote the whole URL)."""
         if isinstance(error, requests.Timeout):
             return f"no answer within {self._timeout_s:g}s"
+        if isinstance(error, requests.exceptions.SSLError):
+            return "TLS handshake failed (is the CA file right, or the certificate's name?)"
         if isinstance(error, requests.ConnectionError):
             return "cannot connect"
         if isinstance(error, requests.exceptions.RetryError):

@@ -424,7 +424,7 @@ class PrometheusGate:
         self.tls = tls
         self.mode = "pass"
         self.queries = 0
-        self.authorizations: set[str | None] = set()
+        self.authorizations: list[str | None] = []  # each query's Authorization header
         self.port = free_port()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -450,7 +450,7 @@ class PrometheusGate:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 gate.queries += 1
-                gate.authorizations.add(self.headers.get("Authorization"))
+                gate.authorizations.append(self.headers.get("Authorization"))
                 if (
                     gate.require_token
                     and self.headers.get("Authorization") != f"Bearer {gate.require_token}"

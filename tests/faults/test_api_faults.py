@@ -1,8 +1,9 @@
 """The Kubernetes API misbehaves; the operator retries, applies each decision once, keeps status
 whole — and every call it makes is one the chart's RBAC allows, with no secret in sight.
 
-One operator, its API traffic through a recorder, its Prometheus behind a gate that demands a
-bearer token (given to the operator as a file, the way the chart mounts it). A loaded service
+One operator, its API traffic through a recorder, its Prometheus behind a gate that speaks HTTPS
+(the operator gets the CA file) and demands a bearer token (given to the operator as a file, the
+way the chart mounts it). A loaded service
 needs to scale up while the API emulator injects, one after the other: 500s on every write to the
 scale subresource; then conflicts (409) and internal errors (500) on every status write while the
 scale-up goes through; then slow reads, and watches cut in mid-stream. Then the spec changes, which
@@ -13,8 +14,8 @@ spec bounds it), each replica change is applied once and explained once (one eve
 no change undone, `lastScaleTime` dated even when its status write was refused), the stored
 status is valid against the CRD and describes the current generation, AbleToScale said
 ScaleFailed while writes were refused; every API call the operator
-made is allowed by `sloscale.rbac` (the chart's rules) for a namespace-scoped install; the token
-reached Prometheus on every query and appears nowhere in the log (at debug level), the status or
+made is allowed by `sloscale.rbac` (the chart's rules) for a namespace-scoped install; TLS and the
+token reached Prometheus on every query and appears nowhere in the log (at debug level), the status or
 the events.
 """
 
@@ -41,6 +42,7 @@ from faults_support import (
     condition,
     failures,
     forbidden,
+    make_tls,
     service_spec,
     wait_for,
 )
@@ -54,11 +56,12 @@ def test_api_faults_are_retried_decisions_applied_once_status_whole_rbac_minimal
     box: Box, namespace: str, operators: Callable[..., OperatorProcess], tmp_path: Path
 ) -> None:
     recorder = ApiRecorder(box.api_url)
-    gate = PrometheusGate(box.prometheus_url, require_token=TOKEN)
+    ca, cert, key = make_tls(tmp_path)
+    gate = PrometheusGate(box.prometheus_url, require_token=TOKEN, tls=(cert, key))
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     try:
-        _scenario(box, namespace, operators, tmp_path, recorder, gate, token_file)
+        _scenario(box, namespace, operators, tmp_path, recorder, gate, token_file, ca)
     finally:
         box.emulator_faults("clear")
         gate.close()
@@ -73,13 +76,21 @@ def _scenario(
     recorder: ApiRecorder,
     gate: PrometheusGate,
     token_file: Path,
+    ca: Path,
 ) -> None:
     op = operators(
         "operator",
         namespace,
         kubeconfig=recorder.kubeconfig(tmp_path / "kubeconfig", namespace),
         prometheus_url=gate.url,
-        extra=["--prometheus-bearer-token-file", str(token_file), "--log-level", "debug"],
+        extra=[
+            "--prometheus-bearer-token-file",
+            str(token_file),
+            "--prometheus-ca-file",
+            str(ca),
+            "--log-level",
+            "debug",
+        ],  # fmt: skip
     )
     box.create(namespace, "chat", service_spec())
     url = wait_for(
@@ -196,7 +207,7 @@ def _scenario(
     made = Counter(str(a) for a in map(access_of, calls) if a is not None)
 
     # The bearer token reached Prometheus on every query, and nowhere else.
-    assert gate.authorizations == {f"Bearer {TOKEN}"} and gate.queries > 0
+    assert set(gate.authorizations) == {f"Bearer {TOKEN}"} and gate.queries > 0
     assert TOKEN not in op.log.read_text(errors="replace")
     assert TOKEN not in json.dumps(box.isvc(namespace, "chat"))
     assert TOKEN not in json.dumps(box.events(namespace, "chat"))
