@@ -35,10 +35,7 @@ from kubernetes.client.exceptions import ApiException
 def test_killed_mid_scale_and_mid_rollout_the_restarted_operator_does_not_thrash(
     box: Box, namespace: str, operators: Callable[..., OperatorProcess]
 ) -> None:
-    spec = service_spec(
-        batching={"minMaxNumSeqs": 4, "initialMaxNumSeqs": 4, "maxMaxNumSeqs": 4, "cooldown": "10m"}
-    )
-    box.create(namespace, "chat", spec)
+    box.create(namespace, "chat", service_spec(replicas={"min": 1, "max": 3}))
     op = operators("operator", namespace)
     url = wait_for(
         lambda: box.ready_pods(namespace, "chat") and box.router(namespace, "chat"),
