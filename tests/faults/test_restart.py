@@ -7,7 +7,8 @@
   the pod template is not changed again (one batch change, one event), and the change is dated in
   status, from where the batch cooldown survives the next restart.
 - Two replicas with kopf peering: exactly one acts — the other makes no write to any service,
-  Deployment or status — and when the active one stops, the other takes over.
+  Deployment or status — and when the active one stops, the other takes over. Every call either
+  made is allowed by the chart's RBAC rules with peering on.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from faults_support import (
     OperatorProcess,
     condition,
     failures,
+    forbidden,
     service_spec,
     wait_for,
 )
@@ -174,6 +176,9 @@ def test_with_peering_exactly_one_replica_acts_and_the_other_takes_over(
             30, "the new leader to write status", standby,
         )  # fmt: skip
         handover_s = time.monotonic() - stopped
+        # Each replica, peering included, stayed within the chart's rules for a namespaced install.
+        for rec in recorders:
+            assert forbidden(rec.calls, watched={namespace}, peering=True) == []
     finally:
         for op in replicas:  # before their API goes: a replica leaving the peering says so
             op.stop()
