@@ -1,7 +1,7 @@
 """Nothing is lost on scale-down: repeated scale-downs and a batch-change rollout under load.
 
 A service runs four replicas under a steady load that keeps every pod busy with streaming
-requests. The operator then takes it down one replica at a time (4→3→2, as its maximum is lowered),
+requests. The operator then takes it down one replica at a time (4→3→2, as its bounds are lowered),
 changes the batch (a rolling restart of every pod, one surge pod at a time), and takes it down once
 more (2→1). Every pod removed leaves its Service's router first, then drains what it was serving
 within its grace period. The load generator counts every request: none may fail — no refused
@@ -63,10 +63,10 @@ def test_repeated_scale_downs_and_a_batch_rollout_under_load_lose_no_request(
 
 
 def _scale_down_to(box: Box, namespace: str, replicas: int, op: OperatorProcess) -> set[str]:
-    """Lower the maximum to `replicas`; wait until the operator has scaled down and the extra pods
+    """Pin the bounds at `replicas`; wait until the operator has scaled down and the extra pods
     have drained and gone. Returns the pods removed."""
     before = {p["metadata"]["name"] for p in box.pods(namespace, "chat")}
-    box.patch_spec(namespace, "chat", {"replicas": {"min": 1, "max": replicas}})
+    box.patch_spec(namespace, "chat", {"replicas": {"min": replicas, "max": replicas}})
     wait_for(
         lambda: box.replicas(namespace, "chat") == replicas, 30, f"the scale-down to {replicas}", op
     )
