@@ -189,6 +189,13 @@ def _snapshot(
     def histogram(family: promql.Family) -> Histogram:
         return _histogram(answer(family), family.key) or Histogram()
 
+    def optional(family: promql.Family) -> float | None:
+        """An optional rate: None where the pods do not export it."""
+        return _scalar(answer(family), family.key)
+
+    itl = histogram(promql.ITL)
+    itl_seconds = optional(promql.ITL_SUM)
+
     return MetricsSnapshot(
         taken_at=now,
         window_s=queries.rate_window_s,
@@ -201,11 +208,15 @@ def _snapshot(
         kv_usage=min(1.0, scalar(promql.KV_USAGE, upper=1.0 + _KV_USAGE_SLACK)),
         preemptions_per_s=scalar(promql.PREEMPTIONS),
         ttft=histogram(promql.TTFT),
-        itl=histogram(promql.ITL),
+        itl=itl,
         e2e=histogram(promql.E2E),
         queue_time=histogram(promql.QUEUE_TIME),
         prefill_time=histogram(promql.PREFILL_TIME),
         decode_time=histogram(promql.DECODE_TIME),
+        itl_seconds_per_s=itl_seconds,
+        itl_tokens_per_s=None if itl_seconds is None else itl.total,
+        finished_prompt_tokens_per_s=optional(promql.FINISHED_PROMPT_TOKENS),
+        finished_generation_tokens_per_s=optional(promql.FINISHED_GENERATION_TOKENS),
     )
 
 

@@ -85,6 +85,22 @@ PREFILL_TIME = Family(
 DECODE_TIME = Family(
     "decode_time", Kind.HISTOGRAM, ("request_decode_time_seconds_bucket",), required=False
 )
+# The control law's capacity fit: the ITL histogram's `_sum` (its `_count` is the +Inf bucket)
+# gives the mean step time and the mean number of sequences decoding over the rate window; the
+# per-request token histograms' sums, counted at finish like `request_success_total`, give the
+# request mix without pairing tokens counted at start with requests counted at finish.
+ITL_SUM = Family(
+    "itl_sum",
+    Kind.RATE,
+    ("inter_token_latency_seconds_sum", "time_per_output_token_seconds_sum"),
+    required=False,
+)
+FINISHED_PROMPT_TOKENS = Family(
+    "finished_prompt_tokens", Kind.RATE, ("request_prompt_tokens_sum",), required=False
+)
+FINISHED_GENERATION_TOKENS = Family(
+    "finished_generation_tokens", Kind.RATE, ("request_generation_tokens_sum",), required=False
+)
 
 FAMILIES: tuple[Family, ...] = (
     RUNNING,
@@ -100,6 +116,9 @@ FAMILIES: tuple[Family, ...] = (
     QUEUE_TIME,
     PREFILL_TIME,
     DECODE_TIME,
+    ITL_SUM,
+    FINISHED_PROMPT_TOKENS,
+    FINISHED_GENERATION_TOKENS,
 )
 
 PODS = "pods"

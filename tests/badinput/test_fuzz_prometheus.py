@@ -40,7 +40,15 @@ LABEL = "sloscale_service"
 SERVICES = [("team-a", "chat"), ("team-a", "code"), ("team-b", "batch")]
 BUCKETS = ("0.1", "0.5", "1", "2.5", "10", "+Inf")
 GAUGES = {"running": "8", "waiting": "3", "kv_usage": "0.4"}
-RATES = {"requests": "5", "prompt_tokens": "1000", "generation_tokens": "250", "preemptions": "0"}
+RATES = {
+    "requests": "5",
+    "prompt_tokens": "1000",
+    "generation_tokens": "250",
+    "preemptions": "0",
+    "itl_sum": "7",
+    "finished_prompt_tokens": "950",
+    "finished_generation_tokens": "240",
+}
 HISTOGRAMS = ("ttft", "itl", "e2e", "queue_time", "prefill_time", "decode_time")
 OPTIONAL = tuple(f.key for f in promql.FAMILIES if not f.required)
 REQUIRED_HISTOGRAMS = tuple(h for h in HISTOGRAMS if h not in OPTIONAL)

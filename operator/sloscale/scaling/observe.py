@@ -2,10 +2,10 @@
 
 * Demand: the arrival rate is completions plus the queue's growth since the last tick (under
   overload completions only show capacity; while a backlog drains they overstate arrivals); it joins a bounded history for the trend.
-* Mix: mean prompt and output tokens per request, smoothed.
-* Capacity fit: the observed mean step time (running sequences ÷ output tokens/s) at the
-  observed running-per-pod joins the step-curve fit (`capacity`); skipped during a rollout, when
-  pods of two batch settings mix.
+* Mix: mean prompt and output tokens per finished request (`mix_reading`), smoothed.
+* Capacity fit: the observed mean step time at the observed sequences decoding per pod, both
+  from the inter-token-latency histogram's sum and count (`step_reading`), joins the step-curve
+  fit (`capacity`); skipped during a rollout, when pods of two batch settings mix.
 * Calibration: the model's latency percentiles against the observed ones (`calibrate`).
 * Cold start: from the created→ready times of recently started pods (`forecast`).
 * Attainment: the tick's objective histogram joins the evaluation window (`attainment`).
@@ -75,13 +75,49 @@ def arrival_rate(snapshot: MetricsSnapshot, growth: float) -> float:
     return max(0.0, snapshot.requests_per_s + growth)
 
 
-def observed_mix(snapshot: MetricsSnapshot, previous: Mix | None) -> Mix | None:
-    if snapshot.requests_per_s <= 0.0 or snapshot.generation_tokens_per_s <= 0.0:
-        return previous
-    now = Mix(
-        snapshot.prompt_tokens_per_s / snapshot.requests_per_s,
-        snapshot.generation_tokens_per_s / snapshot.requests_per_s,
+def mix_reading(snapshot: MetricsSnapshot) -> Mix | None:
+    """Mean prompt and output tokens per request over the rate window; None without requests.
+
+    The per-request token sums are counted when a request finishes, like the request rate they
+    are divided by. The token counters are the fallback: they count prompt tokens when a request
+    starts and output tokens as they are generated, so while load changes they are paired with
+    requests finishing from another period (the prompt can read several times too long).
+    """
+    requests = snapshot.requests_per_s
+    prompt, output = (
+        snapshot.finished_prompt_tokens_per_s,
+        snapshot.finished_generation_tokens_per_s,
     )
+    if requests > 0.0 and prompt is not None and output is not None and output > 0.0:
+        return Mix(prompt / requests, output / requests)
+    if requests <= 0.0 or snapshot.generation_tokens_per_s <= 0.0:
+        return None
+    return Mix(snapshot.prompt_tokens_per_s / requests, snapshot.generation_tokens_per_s / requests)
+
+
+def step_reading(snapshot: MetricsSnapshot) -> tuple[float, float] | None:
+    """(sequences decoding per pod, mean step time s) over the rate window; None when idle.
+
+    From the inter-token-latency histogram where its `_sum` is exported: sum ÷ count is the mean
+    step, and the sum alone is the mean number of sequences decoding (each accrues a second of
+    inter-token latency per second) — both averaged over the same window. Otherwise the running
+    gauge at one instant against the windowed output rate, which lags and jumps in bursts.
+    """
+    pods = max(snapshot.pods_reporting, 1)
+    seconds, tokens = snapshot.itl_seconds_per_s, snapshot.itl_tokens_per_s
+    if seconds is not None and tokens is not None:
+        if seconds <= 0.0 or tokens <= 0.0 or seconds / pods < MIN_RUNNING_TO_FIT:
+            return None
+        return seconds / pods, seconds / tokens
+    if snapshot.running < MIN_RUNNING_TO_FIT or snapshot.generation_tokens_per_s <= 0.0:
+        return None
+    return snapshot.running / pods, snapshot.running / snapshot.generation_tokens_per_s
+
+
+def observed_mix(snapshot: MetricsSnapshot, previous: Mix | None) -> Mix | None:
+    now = mix_reading(snapshot)
+    if now is None:
+        return previous
     if previous is None:
         return now
     w = MIX_SMOOTHING
@@ -114,15 +150,10 @@ def observe(
     concurrency = snapshot.running / pods
 
     fit = state.fit
-    if (
-        not workload.rollout_in_progress
-        and snapshot.running >= MIN_RUNNING_TO_FIT
-        and snapshot.generation_tokens_per_s > 0.0
-    ):
+    reading = step_reading(snapshot)
+    if not workload.rollout_in_progress and reading is not None:
         prior = StepCurve.prior(policy.profile, used_mix)
-        fit = update_fit(
-            fit, prior, concurrency, snapshot.running / snapshot.generation_tokens_per_s, now
-        )
+        fit = update_fit(fit, prior, reading[0], reading[1], now)
     curve = StepCurve.fitted(policy.profile, used_mix, fit)
 
     calibration = state.calibration

@@ -57,7 +57,9 @@ class Histogram:
                     return lower_bound
                 if count == lower_count:
                     return bound
-                return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
+                return lower_bound + (bound - lower_bound) * (rank - lower_count) / (
+                    count - lower_count
+                )
             lower_bound, lower_count = bound, count
         return lower_bound
 
@@ -70,7 +72,11 @@ class Histogram:
             if threshold <= bound:
                 if math.isinf(bound):
                     return lower_count / self.total
-                share = (threshold - lower_bound) / (bound - lower_bound) if bound > lower_bound else 1.0
+                share = (
+                    (threshold - lower_bound) / (bound - lower_bound)
+                    if bound > lower_bound
+                    else 1.0
+                )
                 return (lower_count + (count - lower_count) * share) / self.total
             lower_bound, lower_count = bound, count
         return 1.0
@@ -91,6 +97,15 @@ class MetricsSnapshot:
 
     Rates are per second over the rate window (`window_s`). Gauges are summed over pods, except
     `kv_usage`, which is the highest pod's fraction (the pod closest to preempting).
+
+    The optional sums are None where the pods do not export them. `itl_seconds_per_s` is the rate
+    of the inter-token-latency histogram's `_sum` and `itl_tokens_per_s` of its `_count`: their
+    ratio is the mean step time, and the first alone is the mean number of sequences decoding
+    (each accrues one second of inter-token latency per second), both averaged over the window
+    rather than read from a gauge at one instant. `finished_prompt_tokens_per_s` and
+    `finished_generation_tokens_per_s` are the rates of `vllm:request_prompt_tokens_sum` and
+    `vllm:request_generation_tokens_sum`, counted when a request finishes like `requests_per_s`,
+    so their ratios to it are the mix of the requests that finished.
     """
 
     taken_at: float
@@ -109,6 +124,10 @@ class MetricsSnapshot:
     queue_time: Histogram
     prefill_time: Histogram = Histogram()
     decode_time: Histogram = Histogram()
+    itl_seconds_per_s: float | None = None
+    itl_tokens_per_s: float | None = None
+    finished_prompt_tokens_per_s: float | None = None
+    finished_generation_tokens_per_s: float | None = None
 
     @property
     def zero_traffic(self) -> bool:

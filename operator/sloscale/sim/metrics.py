@@ -27,8 +27,9 @@ from sloscale.engine import DecodeRun, Request, StepResult
 from sloscale.sandbox.vllm_metrics import ITL_BUCKETS, REQUEST_LATENCY_BUCKETS, TTFT_BUCKETS
 from sloscale.scaling.snapshot import Histogram, MetricsSnapshot, MetricsUnavailable, Unavailability
 
-# Layout of one pod's cumulative vector: four counters, then six histograms' bucket counts
-# (one slot per finite edge plus the +Inf bucket), non-cumulative in le order.
+# Layout of one pod's cumulative vector: seven counters (the ITL histogram's `_sum` and the
+# finished requests' prompt and generation token sums among them), then six histograms' bucket
+# counts (one slot per finite edge plus the +Inf bucket), non-cumulative in le order.
 _FAMILIES: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("ttft", TTFT_BUCKETS),
     ("itl", ITL_BUCKETS),
@@ -37,9 +38,9 @@ _FAMILIES: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("prefill_time", REQUEST_LATENCY_BUCKETS),
     ("decode_time", REQUEST_LATENCY_BUCKETS),
 )
-REQUESTS, PROMPT, GENERATION, PREEMPTIONS = 0, 1, 2, 3
+REQUESTS, PROMPT, GENERATION, PREEMPTIONS, ITL_SUM, FINISHED_PROMPT, FINISHED_GENERATION = range(7)
 _OFFSETS: dict[str, int] = {}
-_offset = 4
+_offset = 7
 for _name, _edges in _FAMILIES:
     _OFFSETS[_name] = _offset
     _offset += len(_edges) + 1
@@ -67,8 +68,10 @@ class PodMetrics:
         v = self.values
         if result.num_decoded:
             v[ITL_OFF + bisect_left(ITL_BUCKETS, result.duration_s)] += result.num_decoded
+            v[ITL_SUM] += result.duration_s * result.num_decoded
         for gap in result.itl_gaps_s:
             v[ITL_OFF + bisect_left(ITL_BUCKETS, gap)] += 1
+            v[ITL_SUM] += gap
         end = result.end_s
         for req in result.first_tokens:
             if req.generated == 1:  # a first token, not the next token after a recompute
@@ -89,6 +92,8 @@ class PodMetrics:
             for j in range(run.steps):
                 v[ITL_OFF + bisect_left(ITL_BUCKETS, run.step_duration(j))] += run.num_decoded
         v[GENERATION] += run.steps * run.num_decoded
+        # Step durations grow linearly over the run: their sum is the mean of the ends × steps.
+        v[ITL_SUM] += run.steps * (run.first_step_s + run.last_step_s) / 2 * run.num_decoded
         for req in run.finished:
             self._observe_finished(req)
 
@@ -100,6 +105,8 @@ class PodMetrics:
         first = req.first_token_s
         assert end is not None and scheduled is not None and first is not None
         v[REQUESTS] += 1
+        v[FINISHED_PROMPT] += req.prompt_tokens
+        v[FINISHED_GENERATION] += req.output_tokens
         v[E2E_OFF + bisect_left(edges, end - req.arrival_s)] += 1
         v[QUEUE_OFF + bisect_left(edges, scheduled - req.arrival_s)] += 1
         v[PREFILL_OFF + bisect_left(edges, first - scheduled)] += 1
@@ -177,6 +184,10 @@ class Scrapes:
             queue_time=hist["queue_time"],
             prefill_time=hist["prefill_time"],
             decode_time=hist["decode_time"],
+            itl_seconds_per_s=float(total[ITL_SUM]),
+            itl_tokens_per_s=hist["itl"].total,
+            finished_prompt_tokens_per_s=float(total[FINISHED_PROMPT]),
+            finished_generation_tokens_per_s=float(total[FINISHED_GENERATION]),
         )
 
 

@@ -55,6 +55,9 @@ def healthy(key: ServiceKey, *, rps: float = 4.0) -> dict[str, list[dict[str, An
         "queue_time": histogram(key, {"0.1": rps, "+Inf": rps}),
         "prefill_time": histogram(key, latency),
         "decode_time": histogram(key, latency),
+        "itl_sum": [element(key, str(199 * rps * 0.03))],
+        "finished_prompt_tokens": [element(key, str(rps * 480))],
+        "finished_generation_tokens": [element(key, str(rps * 210))],
     }
 
 
@@ -86,6 +89,12 @@ def test_a_healthy_answer_becomes_a_snapshot_with_every_number() -> None:
     assert s.itl.total == pytest.approx(796.0)
     assert s.queue_time.fraction_within(0.1) == 1.0
     assert not s.zero_traffic
+    # The sums the capacity fit pairs: 0.03 s mean step, 3.6 sequences decoding across the pods
+    # (seconds of inter-token latency per second), the prompt and output mix of finished requests.
+    assert s.itl_seconds_per_s == pytest.approx(23.88)
+    assert s.itl_tokens_per_s == pytest.approx(796.0)
+    assert s.itl_seconds_per_s / s.itl_tokens_per_s == pytest.approx(0.03)
+    assert (s.finished_prompt_tokens_per_s, s.finished_generation_tokens_per_s) == (1920.0, 840.0)
 
 
 def test_bucket_edges_come_from_the_le_labels_in_any_order() -> None:
@@ -162,6 +171,9 @@ def test_missing_optional_families_leave_a_usable_snapshot() -> None:
     s = snapshot(run(raw)[CHAT])
     assert s.queue_time.empty and s.prefill_time.bounds == ()
     assert (s.kv_usage, s.preemptions_per_s) == (0.0, 0.0)
+    # Sums a pod does not export are unknown, not zero: the law falls back to its other readings.
+    assert s.itl_seconds_per_s is None and s.itl_tokens_per_s is None
+    assert s.finished_prompt_tokens_per_s is None and s.finished_generation_tokens_per_s is None
 
 
 def test_kv_usage_a_hair_above_one_is_read_as_full() -> None:
