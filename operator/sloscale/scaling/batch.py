@@ -14,8 +14,11 @@ A batch change rolls every pod (vLLM reads the flag at start), so it is treated 
    holding within the bounds, the new one does better at max_replicas (`worth_at_max`); or,
    with per-token latency the cause, a smaller batch saves a replica; or, for a throughput
    objective, a larger one gives `THROUGHPUT_GAIN` more requests/s per replica while the bound
-   holds; or otherwise it saves at least `REPLICA_SAVING` of the replicas — and then not while
-   requests queue, when rolling pods would only add cold starts to a capacity shortage.
+   holds; or otherwise it saves a replica now and its capacity per replica is high enough to
+   save `REPLICA_SAVING` of the replicas at any demand (capacity ÷ (1 − REPLICA_SAVING)) — and
+   then not while requests queue, when rolling pods would only add cold starts to a capacity
+   shortage. Since capacity per replica flattens out as the batch grows, this picks the batch
+   once rather than walking it up a restart at a time.
 
 Worth is judged first, so that a move that would be refused anyway never reads as waiting for a
 rollout or the cooldown.
@@ -95,7 +98,9 @@ def worth_changing(
         and gain >= THROUGHPUT_GAIN
     ):
         return direction
-    if not evaluation.queueing and saved >= max(1.0, REPLICA_SAVING * keep.replicas):
+    # Judged on capacity per replica, not on replica counts rounded at this moment's demand: a
+    # restart that saves one pod of four in a dip saves nothing at the next peak.
+    if not evaluation.queueing and saved >= 1 and gain >= 1.0 / (1.0 - REPLICA_SAVING):
         return direction
     return None
 

@@ -36,7 +36,9 @@ Two corrections follow the model:
   transient the replicas already cover): step up in proportion to observed ÷ target, at most
   doubling (`Reason.MODEL_CORRECTION`); the fit and calibration catch up meanwhile;
 * pods starting are coming capacity — while any warm, the recommendation never goes below the
-  replicas already requested, and goes above them only when the forecast needs more.
+  replicas already requested, and goes above them only when the forecast needs more. Pods a
+  batch rollout starts replace old ones rather than add capacity, so a rollout sets no floor:
+  the fleet may shrink to what the new batch needs while it rolls.
 """
 
 from __future__ import annotations
@@ -299,7 +301,7 @@ def recommend(
     ):
         step = min(evaluation.ratio, MAX_CORRECTION)
         floor = correction = max(workload.replicas + 1, math.ceil(workload.replicas * step))
-    if workload.starting > 0:
+    if workload.starting > 0 and not workload.rollout_in_progress:
         floor = max(floor, workload.replicas)
     now_best, now_keep = best.replicas, keep.replicas
     if forecast.rising:

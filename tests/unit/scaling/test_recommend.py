@@ -136,6 +136,15 @@ def test_no_feedback_step_while_pods_are_starting() -> None:
     assert rec.floor == 3  # pods starting: never below what is already requested
 
 
+def test_pods_a_batch_rollout_starts_set_no_floor() -> None:
+    # They replace old pods rather than add capacity: the fleet may shrink while it rolls.
+    policy = latency_policy(LatencyMetric.TTFT, 1.0, max_replicas=20)
+    snap = snapshot(rps=5.0, pods=6)
+    w = workload(6, starting=2, rollout=True)
+    rec = recommend(CURVE, CAL, policy, w, 64, steady(5.0), judged(policy, snap), False)
+    assert rec.floor == 0 and rec.keep.replicas < 6
+
+
 @pytest.mark.parametrize(("forecast_rps", "expect_more"), [(5.0, False), (80.0, True)])
 def test_pods_starting_block_scale_up_unless_the_forecast_needs_more(
     forecast_rps: float, expect_more: bool

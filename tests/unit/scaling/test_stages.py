@@ -598,3 +598,32 @@ def test_infeasible_when_violated_with_all_max_replicas_ready() -> None:
     assert outcome.reason == Reason.INFEASIBLE_AT_MAX_REPLICAS
     outcome, _ = feasibility(CURVE, policy, option(64, 4), violated, workload(4, starting=1))
     assert outcome.reason == Reason.FEASIBLE  # a pod still warming may yet fix it
+
+
+def ttft_met():  # type: ignore[no-untyped-def]
+    ev, _ = evaluate(snapshot(rps=10.0), latency_policy(), ControlState.initial(0, 4, 64))
+    assert ev.met and not ev.queueing and not ev.per_token
+    return ev
+
+
+@pytest.mark.parametrize(
+    ("best", "keep", "batch", "reason"),
+    [
+        # 64 → 256 more than doubles the requests/s a replica serves: worth one restart.
+        (option(256, 1), option(64, 2), 256, Reason.LARGER_BATCH),
+        # 128 → 256 saves a replica at this demand, yet gains only ~1.2x per replica: a rounding
+        # of today's load, not a saving at the next peak — the batch is not walked up for it.
+        (option(256, 3), option(128, 4), 128, Reason.BATCH_HYSTERESIS),
+    ],
+)
+def test_a_larger_batch_must_raise_capacity_per_replica_not_just_round_todays_count(
+    best: Option, keep: Option, batch: int, reason: Reason
+) -> None:
+    gain = best.prediction.capacity_rps / keep.prediction.capacity_rps
+    assert (gain >= 1 / 0.75) is (reason is Reason.LARGER_BATCH)
+    rec = Recommendation(best, keep, 10.0, 0, 0)
+    policy = replace(latency_policy(), batching=Batching(max_seqs=256))
+    _, decided, outcome = gate_batch(
+        rec, policy, workload(4, batch=keep.batch), ttft_met(), None, 1000.0
+    )
+    assert (decided, outcome.reason) == (batch, reason)
