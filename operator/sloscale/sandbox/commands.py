@@ -78,6 +78,9 @@ def up(
     operator: Annotated[bool, typer.Option(help="Also run the operator (`sloscale run`).")] = True,
     operator_tick: Annotated[str, typer.Option(help="The operator's reconcile interval.")] = "5s",
     timeout: Annotated[float, typer.Option(help="Give up if not ready after this many seconds.")] = 90.0,
+    real_engine: Annotated[
+        bool, typer.Option(help="Run pods of vLLM's server image as the real vLLM CPU engine (.venv-vllm; docs/real-engine.md).")
+    ] = False,
 ) -> None:
     """Start the sandbox in the background: API emulator, Prometheus, emulated pods, the operator."""
     from sloscale.sandbox.sandbox import SandboxConfig, SandboxError
@@ -91,6 +94,7 @@ def up(
             gpu_profile=gpu_profile,
             operator=operator,
             operator_tick=operator_tick,
+            real_engine=real_engine,
         )
         state = start(config, timeout)
     except SandboxError as err:

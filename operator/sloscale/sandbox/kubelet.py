@@ -12,7 +12,11 @@ API (`KubeClient`, built from a kubeconfig), as the real components would:
 - **kubelet**: runs every Pod bound to its node as an emulated vLLM process
   (`python -m sloscale.sandbox.vllm_emulator` with the container's `args` unchanged, then
   `--host <pod IP>` and the sandbox's `--speedup`, `--startup-delay` (the cold start) and
-  `--shutdown-grace`); gives each pod its own loopback IP so every pod listens on the port its
+  `--shutdown-grace`) — or, when the sandbox runs real engines (`KubeletConfig.real_engine`) and
+  the container's image is vLLM's OpenAI server, as the real vLLM CPU engine with the container's
+  args (`real_vllm.PodEngine`: the model mapped to the local tiny one), in a process group of its
+  own, SIGTERM to its main process and the rest of the group killed once it exits, as a container
+  runtime does; gives each pod its own loopback IP so every pod listens on the port its
   template names; probes readiness with the container's HTTP readiness probe; restarts a process
   that dies (restartCount); writes the Pod's phase, IP, conditions and container status.
 - **graceful deletion**: the API emulator deletes a Pod at once unless it has finalizers, so the
@@ -44,6 +48,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import random
 import signal
 import socket
@@ -62,6 +67,7 @@ from sloscale.sandbox import deployments
 from sloscale.sandbox.deployments import TEMPLATE_HASH_LABEL, deleting, is_ready
 from sloscale.sandbox.kube_client import ApiError, KubeClient
 from sloscale.sandbox.prometheus import Target
+from sloscale.sandbox.real_vllm import PodEngine, is_vllm_server_image
 from sloscale.sandbox.router import Router
 
 JSON = dict[str, Any]
@@ -154,10 +160,17 @@ class PodProcess:
     last_exit: int | None = None
     restart_at: float | None = None  # monotonic time of the next restart after a crash
     last_status: JSON = field(default_factory=dict)  # what was last written to the API
+    engine: str = "emulated"  # or "vllm": the real engine, in a process group of its own
+    env: dict[str, str] | None = None  # None: the kubelet's own
 
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
+
+    @property
+    def own_group(self) -> bool:
+        # vLLM runs its engine core and worker as children: the pod is their whole group.
+        return self.engine == "vllm"
 
     async def start(self) -> None:
         with self.log_path.open("ab") as out:
@@ -166,6 +179,8 @@ class PodProcess:
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=self.own_group,
                 preexec_fn=_die_with_parent,
             )
         self.started_at = now_rfc3339()
@@ -173,6 +188,7 @@ class PodProcess:
         self.probe_failures = 0
 
     def terminate(self) -> None:
+        """SIGTERM to the main process only, as the kubelet does: it drains, then stops its own."""
         if self.terminate_at is None and self.alive:
             assert self.process is not None
             self.process.send_signal(signal.SIGTERM)
@@ -183,6 +199,14 @@ class PodProcess:
         if self.alive:
             assert self.process is not None
             self.process.kill()
+        self.reap()
+
+    def reap(self) -> None:
+        """Once the main process is gone, nothing else of the pod may run (the runtime tears the
+        container down): SIGKILL to what is left of its group."""
+        if self.own_group and self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
 
     async def probe(self, session: aiohttp.ClientSession) -> bool:
         """The readiness probe: HTTP 2xx/3xx on the probe path (no probe: ready once running)."""
@@ -207,6 +231,8 @@ class KubeletConfig:
     probe_period_s: float = 0.25
     idle_period_s: float = 1.0
     stop_grace_s: float = 10.0  # when the sandbox stops: drain budget for all pods together
+    # Run pods of vLLM's server image as the real CPU engine (None: every pod is emulated).
+    real_engine: PodEngine | None = None
 
 
 class Kubelet:
@@ -259,6 +285,7 @@ class Kubelet:
                 except TimeoutError:
                     pod.kill()
                     await pod.process.wait()
+                pod.reap()
         for router in self.routers.values():
             await router.stop()
         if self._probe_session is not None:
@@ -369,16 +396,27 @@ class Kubelet:
         health_path = str(probe.get("path", "/")) if probe else None
         grace = float(spec.get("terminationGracePeriodSeconds", 30))
         ip = self._ips.allocate(port)
-        argv = [
-            sys.executable, "-m", "sloscale.sandbox.vllm_emulator", *args,
-            "--host", ip,
-            "--speedup", f"{self.config.speedup:g}",
-            "--startup-delay", f"{self.config.cold_start_s:g}",
-            "--gpu-profile", self.config.gpu_profile,
-            "--shutdown-grace", f"{max(0.0, grace - 1):g}",
-        ]  # fmt: skip
         log_path = self.config.workdir / "pods" / f"{meta['namespace']}.{meta['name']}.log"
-        proc = PodProcess(meta["namespace"], meta["name"], ip, port, health_path, grace, argv, log_path)
+        real = self.config.real_engine
+        if real is not None and is_vllm_server_image(str(container.get("image", ""))):
+            literal_env = {
+                str(e["name"]): str(e["value"]) for e in container.get("env") or [] if "value" in e
+            }
+            proc = PodProcess(
+                meta["namespace"], meta["name"], ip, port, health_path, grace,
+                real.argv(args, ip), log_path, engine="vllm",
+                env=real.env(self.config.workdir / "vllm-cache", literal_env),
+            )  # fmt: skip
+        else:
+            argv = [
+                sys.executable, "-m", "sloscale.sandbox.vllm_emulator", *args,
+                "--host", ip,
+                "--speedup", f"{self.config.speedup:g}",
+                "--startup-delay", f"{self.config.cold_start_s:g}",
+                "--gpu-profile", self.config.gpu_profile,
+                "--shutdown-grace", f"{max(0.0, grace - 1):g}",
+            ]  # fmt: skip
+            proc = PodProcess(meta["namespace"], meta["name"], ip, port, health_path, grace, argv, log_path)
         proc.failure_threshold = max(1, int((container.get("readinessProbe") or {}).get("failureThreshold", 3)))
         return proc
 
@@ -403,6 +441,7 @@ class Kubelet:
                 busy = True
                 assert proc.process is not None
                 if proc.restart_at is None:
+                    proc.reap()
                     proc.last_exit = proc.process.returncode
                     proc.restart_at = time.monotonic() + min(MAX_BACKOFF_S, 2.0**proc.restarts)
                     log.warning("pod %s exited with %s; restarting", _key(pod), proc.last_exit)
@@ -459,6 +498,7 @@ class Kubelet:
                 proc.kill()
             return
         if proc is not None:
+            proc.reap()
             self.pods.pop(pod["metadata"]["uid"], None)
             self._ips.release(proc.ip)
         finalizers = [f for f in pod["metadata"].get("finalizers") or [] if f != FINALIZER]
@@ -610,7 +650,11 @@ class Kubelet:
         """Process ids, addresses and router URLs, for the sandbox's state file."""
         return {
             "pods": {
-                f"{p.namespace}/{p.name}": {"pid": p.process.pid if p.process else None, "address": f"{p.ip}:{p.port}"}
+                f"{p.namespace}/{p.name}": {
+                    "pid": p.process.pid if p.process else None,
+                    "address": f"{p.ip}:{p.port}",
+                    "engine": p.engine,
+                }
                 for p in self.pods.values()
             },
             "services": {key: router.url for key, router in self.routers.items()},

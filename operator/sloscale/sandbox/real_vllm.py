@@ -34,6 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -105,6 +106,81 @@ def _engine_env(cache_dir: Path | None = None) -> dict[str, str]:
     if cache_dir is not None:
         env["VLLM_CACHE_ROOT"] = str(cache_dir)  # not the user's ~/.cache/vllm
     return env
+
+
+# -- pods of the sandbox as real engines ---------------------------------------------------------
+
+VLLM_IMAGE = "vllm-openai"  # the repository of vLLM's OpenAI server image (vllm/vllm-openai:TAG)
+# What the CPU build needs on a small machine, added unless the pod's arguments set them.
+CPU_DEFAULTS = (("--max-model-len", "256"), ("--dtype", "bfloat16"))
+
+
+def is_vllm_server_image(image: str) -> bool:
+    """Whether a container image is vLLM's OpenAI server: its repository's last path segment is
+    `vllm-openai` (`vllm/vllm-openai:v0.11.0`, `registry.example/vllm/vllm-openai@sha256:…`)."""
+    repository = image.split("@", 1)[0].rsplit("/", 1)[-1].split(":", 1)[0]
+    return repository == VLLM_IMAGE
+
+
+def _flag_index(args: list[str], flag: str) -> tuple[int, bool] | None:
+    """Where `flag` is in `args`, and whether its value is inline (`--flag=value`)."""
+    for i, arg in enumerate(args):
+        if arg == flag:
+            return i, False
+        if arg.startswith(flag + "="):
+            return i, True
+    return None
+
+
+def set_flag(args: list[str], flag: str, value: str) -> list[str]:
+    """`args` with `flag` set to `value` in the spelling it had (appended as `flag value` if absent)."""
+    out = list(args)
+    found = _flag_index(out, flag)
+    if found is None:
+        return [*out, flag, value]
+    i, inline = found
+    if inline:
+        out[i] = f"{flag}={value}"
+    elif i + 1 < len(out):
+        out[i + 1] = value
+    else:
+        out.append(value)
+    return out
+
+
+@dataclass(frozen=True)
+class PodEngine:
+    """How the sandbox's kubelet runs a pod of vLLM's server image as the real CPU engine.
+
+    The container's arguments go to `python -m vllm.entrypoints.openai.api_server` unchanged but
+    for what cannot hold on this machine: `--model` becomes the local tiny model (there is no hub),
+    `--host` the pod's loopback IP, `--tensor-parallel-size` 1 (one CPU "device"); `--max-model-len
+    256` and `--dtype bfloat16` are added unless set, and `--enforce-eager` unless `compile_model`.
+    Everything else — `--max-num-seqs` above all, `--port`, `--served-model-name` — is the
+    template's own, so a batch change in the template is a new engine with the new cap.
+    """
+
+    python: Path
+    model_dir: Path
+    compile_model: bool = False
+
+    def argv(self, container_args: Sequence[str], host: str) -> list[str]:
+        args = set_flag([str(a) for a in container_args], "--model", str(self.model_dir))
+        args = set_flag(args, "--host", host)
+        if _flag_index(args, "--tensor-parallel-size") is not None:
+            args = set_flag(args, "--tensor-parallel-size", "1")
+        for flag, value in CPU_DEFAULTS:
+            if _flag_index(args, flag) is None:
+                args += [flag, value]
+        if not self.compile_model and "--enforce-eager" not in args:
+            args.append("--enforce-eager")
+        return [str(self.python), "-m", SERVER_MODULE, *args]
+
+    def env(self, cache_dir: Path, container_env: dict[str, str] | None = None) -> dict[str, str]:
+        """The engine's environment: the container's literal `env` values, then what the CPU
+        build needs offline (those win), with vLLM's cache in `cache_dir`."""
+        env = _engine_env(cache_dir)
+        return {**env, **(container_env or {}), **ENGINE_ENV, "VLLM_CACHE_ROOT": str(cache_dir)}
 
 
 

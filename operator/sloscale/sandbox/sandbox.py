@@ -8,6 +8,8 @@
    file_sd targets follow the pods;
 3. the kubelet stand-in (`sandbox.kubelet`), which runs Deployments as emulated vLLM pods,
    keeps Endpoints, routes each Service through a local router, and tells Prometheus about pods;
+   with `--real-engine`, pods of vLLM's server image run the real vLLM CPU engine instead, on a
+   tiny random Llama built into `DIR/model` (`docs/real-engine.md`);
 4. the operator as its own process, `sloscale run --kubeconfig DIR/kubeconfig --prometheus-url …`
    (skipped with `--no-operator`, or when this installation has no `run` command).
 
@@ -59,6 +61,10 @@ class SandboxConfig:
     operator: bool = True
     operator_tick: str = "5s"
     scrape_interval_s: float = 1.0
+    # Pods of vLLM's server image run the real CPU engine (`real_vllm.PodEngine`).
+    real_engine: bool = False
+    vllm_python: Path | None = None  # default: real_vllm.find_python()
+    model_dir: Path | None = None  # the tiny model; default DIR/model, built when missing
 
 
 def operator_available() -> bool:
@@ -109,6 +115,7 @@ class Sandbox:
         from sloscale.sandbox.prometheus import PrometheusServer
 
         self.dir.mkdir(parents=True, exist_ok=True)
+        real_engine = await asyncio.to_thread(self._real_engine)
         await self.api.start()
         self.api.write_kubeconfig(self.kubeconfig)
         log.info("API emulator at %s; kubeconfig %s", self.api.url, self.kubeconfig)
@@ -122,6 +129,7 @@ class Sandbox:
                 speedup=self.config.speedup,
                 cold_start_s=self.config.cold_start_s,
                 gpu_profile=self.config.gpu_profile,
+                real_engine=real_engine,
             ),
             on_targets=self.prometheus.set_targets,
             on_change=self.write_state,
@@ -131,6 +139,18 @@ class Sandbox:
             self._start_operator()
         self._ready = True
         self.write_state()
+
+    def _real_engine(self) -> Any:
+        """The kubelet's `PodEngine` when real engines are asked for (the model built if missing);
+        raises VllmNotInstalled without the vLLM venv."""
+        if not self.config.real_engine:
+            return None
+        from sloscale.sandbox.real_vllm import PodEngine, ensure_tiny_model, find_python
+
+        python = find_python(self.config.vllm_python)
+        model = ensure_tiny_model(self.config.model_dir or self.dir / "model", python)
+        log.info("pods of vLLM's server image run the real engine (%s, model %s)", python, model)
+        return PodEngine(python, Path(model).resolve())
 
     def _start_operator(self) -> None:
         argv = [
@@ -176,6 +196,7 @@ class Sandbox:
             "speedup": self.config.speedup,
             "cold_start_s": self.config.cold_start_s,
             "gpu_profile": self.config.gpu_profile,
+            "real_engine": self.config.real_engine,
             **(self.kubelet.snapshot() if self.kubelet is not None else {}),
         }
 
@@ -239,6 +260,7 @@ def _supervisor_pid(directory: Path) -> int | None:
 
 
 SUPERVISOR_MARKER = "sloscale.sandbox.sandbox"
+REAL_ENGINE_MARKER = "vllm.entrypoints.openai.api_server"
 
 
 def up(config: SandboxConfig, timeout_s: float = 90.0) -> dict[str, Any]:
@@ -257,6 +279,12 @@ def up(config: SandboxConfig, timeout_s: float = 90.0) -> dict[str, Any]:
     ]  # fmt: skip
     if not config.operator:
         argv.append("--no-operator")
+    if config.real_engine:
+        argv.append("--real-engine")
+    if config.vllm_python is not None:
+        argv += ["--vllm-python", str(config.vllm_python)]
+    if config.model_dir is not None:
+        argv += ["--model-dir", str(Path(config.model_dir).resolve())]
     with (directory / LOG_FILE).open("ab") as out:
         supervisor = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
@@ -291,11 +319,18 @@ def down(directory: Path, timeout_s: float = 60.0) -> bool:
     # Whatever the supervisor left behind (it was killed, or crashed): stop it by recorded pid.
     leftovers = [((state.get("prometheus") or {}).get("pid"), "prometheus")]
     leftovers.append(((state.get("operator") or {}).get("pid"), "sloscale"))
-    leftovers += [(pod.get("pid"), "vllm_emulator") for pod in (state.get("pods") or {}).values()]
+    pods = list((state.get("pods") or {}).values())
+    leftovers += [(pod.get("pid"), "vllm_emulator") for pod in pods if pod.get("engine") != "vllm"]
     for child, marker in leftovers:
         if isinstance(child, int) and _alive(child, marker):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
+    # A real engine leads a process group (API server, engine core, worker): all of it goes.
+    for pod in pods:
+        group = pod.get("pid")
+        if pod.get("engine") == "vllm" and isinstance(group, int) and _alive(group, REAL_ENGINE_MARKER):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
     for name in (STATE_FILE, PID_FILE):
         with contextlib.suppress(FileNotFoundError):
             (directory / name).unlink()
@@ -320,6 +355,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--operator-tick", default="5s")
     parser.add_argument("--scrape-interval", type=float, default=1.0)
     parser.add_argument("--no-operator", action="store_true")
+    parser.add_argument("--real-engine", action="store_true")
+    parser.add_argument("--vllm-python", type=Path)
+    parser.add_argument("--model-dir", type=Path)
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
     config = SandboxConfig(
@@ -330,6 +368,9 @@ def main(argv: list[str] | None = None) -> None:
         operator=not ns.no_operator,
         operator_tick=ns.operator_tick,
         scrape_interval_s=ns.scrape_interval,
+        real_engine=ns.real_engine,
+        vllm_python=ns.vllm_python,
+        model_dir=ns.model_dir,
     )
     sys.exit(asyncio.run(serve(config)))
 
