@@ -16,7 +16,7 @@ What it runs, all on loopback:
 - the operator, `sloscale run`, cluster-wide, ticking every `--tick`.
 
 For each N in `--services` (services are added, never removed, between steps) it waits until the
-operator has written a fresh observation into every service's status, then measures over
+operator has written an observation into every service's status, then measures over
 `--ticks` ticks: each tick's duration (the operator's own `sloscale_tick_duration_seconds`), the
 operator process's CPU (user + system time from /proc over the same wall time), its resident
 memory (the peak, VmHWM), and the PromQL queries per tick (Prometheus' own
@@ -241,15 +241,16 @@ class Cluster:
         })  # fmt: skip
         self.services.append((namespace, name))
 
-    def observed_since(self, since: float) -> int:
-        """Services whose status carries an observation (metrics read and decided) after `since`."""
+    def observed(self) -> int:
+        """Services whose status carries an observation (metrics read and decided). Services are
+        created without status, so each one counted has been through at least one tick."""
         items = self.call("GET", "/apis/sloscale.dev/v1alpha1/inferenceservices")["items"]
         fresh = 0
         for item in items:
             conditions = {c["type"]: c for c in (item.get("status") or {}).get("conditions", [])}
             stamp = ((item.get("status") or {}).get("observed") or {}).get("time")
             available = conditions.get("MetricsAvailable", {}).get("status") == "True"
-            if stamp and available and _epoch(stamp) >= since:
+            if stamp and available:
                 fresh += 1
         return fresh
 
@@ -262,12 +263,6 @@ class Cluster:
                 self.process.kill()
                 self.process.wait(5)
         self._log.close()
-
-
-def _epoch(stamp: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 # --- the operator process and what it costs -----------------------------------------------------
@@ -387,10 +382,9 @@ class Rig:
                 self.progress(f"  {self.added} services created")
 
     def wait_all_observed(self, timeout_s: float) -> None:
-        since = time.time()
         deadline = time.monotonic() + timeout_s
         while True:
-            fresh = self.cluster.observed_since(since)
+            fresh = self.cluster.observed()
             if fresh >= self.added:
                 return
             if time.monotonic() > deadline:
@@ -400,12 +394,16 @@ class Rig:
             time.sleep(1.0)
 
     def measure(self, ticks: int, tick_s: float) -> Step:
+        # Each poll renders the operator's /metrics (every service's gauges): polled often, that
+        # alone would cost the operator more CPU than its ticks. A few polls per tick suffice:
+        # durations come from the histogram's sum and count, not from when a poll saw them.
+        poll_s = min(1.0, tick_s / 4)
         count0, _ = self.operator.ticks()
         while True:  # start right after a tick ends
             count, total = self.operator.ticks()
             if count > count0:
                 break
-            time.sleep(0.05)
+            time.sleep(poll_s)
         queries0, cpu0, wall0 = (
             prometheus_queries(self.prometheus),
             self.operator.cpu_s(),
@@ -417,7 +415,7 @@ class Rig:
         load0 = os.getloadavg()[0]
         deadline = wall0 + ticks * max(tick_s, 300.0)  # a starved machine makes ticks long
         while last_count < count + ticks:
-            time.sleep(0.1)
+            time.sleep(poll_s)
             now_count, now_total = self.operator.ticks()
             if now_count > last_count:
                 share = (now_total - last_total) / (now_count - last_count)
@@ -473,8 +471,32 @@ def running(
         yield Rig(cluster, exporter, prometheus, operator, namespaces, progress)
 
 
+@contextlib.contextmanager
+def profiled(pid: int, out: Path | None) -> Iterator[None]:
+    """With `out`, py-spy samples process `pid` (every thread, idle ones left out) meanwhile and
+    writes collapsed stacks there (one line per stack, its sample count last)."""
+    if out is None:
+        yield
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--rate", "50",
+         "--format", "raw", "--output", str(out), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output when interrupted
+        try:
+            spy.wait(60)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait(5)
+
+
 def run(sizes: list[int], *, tick: str, ticks: int, scrape_interval_s: float, namespaces: int, workdir: Path,
-        progress: Callable[[str], None] = print) -> list[Step]:  # fmt: skip
+        progress: Callable[[str], None] = print, profile: Path | None = None) -> list[Step]:  # fmt: skip
     tick_s = parse_duration(tick)
     steps: list[Step] = []
     with running(
@@ -490,7 +512,8 @@ def run(sizes: list[int], *, tick: str, ticks: int, scrape_interval_s: float, na
             progress(f"N={n}: waiting until every service has been observed")
             rig.wait_all_observed(timeout_s=120 + 5 * tick_s + n * 0.2)
             progress(f"N={n}: measuring {ticks} ticks")
-            step = rig.measure(ticks, tick_s)
+            with profiled(rig.operator.process.pid, profile and profile / f"operator-{n}.txt"):
+                step = rig.measure(ticks, tick_s)
             progress(
                 f"N={n}: tick {step.tick_mean_s:.2f}s mean, {step.tick_max_s:.2f}s max; "
                 f"{step.queries_per_tick:g} queries/tick; {step.cpu_cores:.2f} cores; {step.peak_rss_mib:.0f} MiB peak; "
@@ -515,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--workdir", type=Path, help="keep logs and Prometheus' data here")
+    parser.add_argument(
+        "--profile", type=Path, help="sample the operator with py-spy while measuring; stacks here"
+    )
     args = parser.parse_args(argv)
     sizes = sorted(int(s) for s in args.services.split(","))
     with contextlib.ExitStack() as stack:
@@ -523,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         workdir.mkdir(parents=True, exist_ok=True)
         steps = run(sizes, tick=args.tick, ticks=args.ticks, scrape_interval_s=args.scrape_interval,
-                    namespaces=args.namespaces, workdir=workdir, progress=lambda m: print(m, file=sys.stderr))  # fmt: skip
+                    namespaces=args.namespaces, workdir=workdir, progress=lambda m: print(m, file=sys.stderr),
+                    profile=args.profile)  # fmt: skip
     print(
         f"{'services':>8} {'series':>8} {'tick mean':>9} {'tick max':>8} {'queries/tick':>12} {'CPU cores':>9} {'RSS MiB':>8} {'peak MiB':>8}"
     )

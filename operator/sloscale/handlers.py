@@ -1,7 +1,8 @@
 """The kopf handlers: thin, and one composition root.
 
-- `startup` is the only place that builds things: the Kubernetes API port, the Prometheus metrics
-  source, the operator's telemetry server and the fleet with its tick loop, all from the
+- `startup` is the only place that builds things: the Kubernetes API port, the watch-fed cache of
+  Deployments and Pods, the Prometheus metrics source, the operator's telemetry server and the
+  fleet with its tick loop, all from the
   `RunConfig` that `sloscale run` puts into kopf's memo. `cleanup` takes them down again.
 - `login` hands kopf the credentials the API port loaded, so kopf and the reconciler talk to the
   cluster as one identity (and never through the `KUBECONFIG` captured at import).
@@ -22,6 +23,7 @@ from typing import Any
 
 import kopf
 
+from sloscale.informers import WorkloadCache
 from sloscale.kube import KubeApi
 from sloscale.metrics_source import PrometheusMetricsSource
 from sloscale.reconcile import Fleet, ServiceReconciler
@@ -48,9 +50,11 @@ async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) ->
         verify_tls=not config.prometheus_insecure_skip_verify,
     )
     telemetry = Telemetry()
-    fleet = Fleet(
-        ServiceReconciler(api, telemetry=telemetry), metrics, telemetry, config.tick_interval_s
+    cache = WorkloadCache(api, all_namespaces=not config.namespaces)
+    reconciler = ServiceReconciler(
+        api, telemetry=telemetry, cache=cache, status_refresh_s=config.status_refresh_s
     )
+    fleet = Fleet(reconciler, metrics, telemetry, config.tick_interval_s)
     server = TelemetryServer(telemetry, fleet.healthy, port=config.metrics_port)
     await server.start()
     logger.info(
@@ -60,6 +64,7 @@ async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) ->
         config.prometheus_url,
     )
     memo["api"], memo["metrics"], memo["fleet"], memo["server"] = api, metrics, fleet, server
+    memo["cache"] = cache
     memo["loop"] = asyncio.create_task(fleet.run(), name="sloscale tick loop")
 
 
@@ -71,6 +76,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await asyncio.gather(loop, return_exceptions=True)
     if "server" in memo:
         await memo["server"].stop()
+    if "cache" in memo:
+        await asyncio.to_thread(memo["cache"].close)
     if "metrics" in memo:
         memo["metrics"].close()
     if "api" in memo:

@@ -10,7 +10,8 @@ The credentials are loaded once, from an explicit path or the pod's service acco
 the `KUBECONFIG` the `kubernetes` package captured at import. kopf logs in with the same
 credentials (`connection_info()`), so the operator talks to one API server through one identity.
 
-Calls are synchronous; the reconciler runs them with `asyncio.to_thread`.
+Calls are synchronous; the reconciler runs them with `asyncio.to_thread`. `stream` keeps an
+answer open for the watches that feed the operator's caches (`informers.py`).
 """
 
 from __future__ import annotations
@@ -74,6 +75,26 @@ class KubeApi:
             raise ApiException(http_resp=response)
         data: dict[str, Any] = json.loads(response.data) if response.data else {}
         return data
+
+    def stream(
+        self, method: str, path: str, *, query: list[tuple[str, str]], read_timeout_s: float
+    ) -> Any:
+        """A call whose answer is read as it arrives (a watch): the open urllib3 response, to be
+        read line by line and released by the caller. A non-2xx answer raises `ApiException`."""
+        method_, url, headers_, body_, post = self._client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query,
+            header_params={"Accept": JSON},
+            auth_settings=["BearerToken"],
+        )
+        response = self._client.call_api(
+            method_, url, headers_, body_, post, _request_timeout=(TIMEOUT_S[0], read_timeout_s)
+        )
+        if not 200 <= response.status <= 299:
+            response.read()  # type: ignore[no-untyped-call]
+            raise ApiException(http_resp=response)
+        return response.response
 
     def get(self, path: str, query: list[tuple[str, str]] | None = None) -> dict[str, Any] | None:
         """GET, with 404 as None."""

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from sloscale.conditions import BLOCKING_REASONS, Reason, blocked_conditions
 from sloscale.events import Event, EventReason, EventType, condition_events, lever_events
+from sloscale.informers import WorkloadCache
 from sloscale.kube import MERGE_PATCH, KubeApi, error_message
 from sloscale.resource import (
     GROUP,
@@ -68,6 +69,7 @@ logger = logging.getLogger("sloscale.reconcile")
 ServiceKey = tuple[str, str]
 MetricsResult = MetricsSnapshot | MetricsUnavailable
 EVENT_MESSAGE_LIMIT = 1024  # the API server's bound on an event message
+STATUS_REFRESH_S = 60.0  # an unchanged status gets a newer snapshot time at most this often
 
 
 class MetricsSource(Protocol):
@@ -109,13 +111,46 @@ class ServiceReconciler:
         telemetry: Telemetry,
         defaults: OperatorDefaults | None = None,
         instance: str | None = None,
+        cache: WorkloadCache | None = None,
+        status_refresh_s: float = STATUS_REFRESH_S,
     ) -> None:
         self.api = api
         self.workloads = Workloads(api)
         self.telemetry = telemetry
         self.defaults = defaults or OperatorDefaults()
         self.instance = instance or socket.gethostname()
+        self.cache = cache
+        self.status_refresh_s = status_refresh_s
         self.memory: dict[ServiceKey, Memory] = {}
+        # Deployment → the resourceVersions our own writes to it replaced: while the cache still
+        # shows one of them it lags those writes, and the Deployment is read from the API.
+        self.superseded: dict[tuple[str, str], set[str]] = {}
+
+    # -- reads: the cache first, the API when the cache cannot be trusted -----------------------
+
+    def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Deployment from the cache, unless the cache does not have it (not listed yet, or
+        absent: confirmed by a GET) or still shows a version our own write has replaced."""
+        cached = self.cache.deployment(namespace, name) if self.cache is not None else None
+        stale = self.superseded.get((namespace, name), set())
+        if cached is not None and cached["metadata"].get("resourceVersion") not in stale:
+            self.superseded.pop((namespace, name), None)  # the cache has caught up
+            return cached
+        return self.workloads.get_deployment(namespace, name)
+
+    def read_pods(self, namespace: str, deployment: dict[str, Any]) -> list[dict[str, Any]]:
+        match: dict[str, str] = deployment["spec"].get("selector", {}).get("matchLabels") or {}
+        cached = self.cache.pods(namespace, match) if self.cache is not None else None
+        if cached is not None:
+            return cached
+        return self.workloads.list_pods(namespace, selector_of(deployment))
+
+    def _wrote(self, deployment: dict[str, Any]) -> None:
+        """Our write replaced this version of the Deployment (the one read this tick)."""
+        meta = deployment["metadata"]
+        if meta.get("resourceVersion"):
+            key = (meta["namespace"], meta["name"])
+            self.superseded[key] = self.superseded.get(key, set()) | {meta["resourceVersion"]}
 
     # -- the workload ---------------------------------------------------------------------------
 
@@ -136,17 +171,19 @@ class ServiceReconciler:
         namespace, name = meta["namespace"], meta["name"]
         if spec.scale_target_ref is not None:
             target = spec.scale_target_ref.name
-            found = self.workloads.get_deployment(namespace, target)
+            found = self.read_deployment(namespace, target)
             if found is None:
                 raise WorkloadError(
                     Reason.TARGET_NOT_FOUND,
                     f"Deployment {target} (spec.scaleTargetRef) does not exist in namespace {namespace}",
                 )
             return found, []
-        existing = self.workloads.get_deployment(namespace, name)
+        existing = self.read_deployment(namespace, name)
         ensured = self.workloads.ensure_owned(
             dict(meta), spec, existing, check_service=check_service
         )
+        if ensured.action == "Updated" and existing is not None:
+            self._wrote(existing)
         events = []
         if ensured.action == "Created":
             events.append(
@@ -183,9 +220,7 @@ class ServiceReconciler:
             policy = resolve_policy(spec, self.defaults)
             deployment, events = self._workload(meta, spec)
             container = spec.scale_target_ref.container if spec.scale_target_ref else CONTAINER_NAME
-            seen = observe(
-                deployment, self.workloads.list_pods(key[0], selector_of(deployment)), container
-            )
+            seen = observe(deployment, self.read_pods(key[0], deployment), container)
         except SpecError as exc:
             return self._blocked(
                 key, memory, Reason.INVALID_SPEC, f"spec: {exc}", generation, now, events
@@ -256,10 +291,12 @@ class ServiceReconciler:
         applied = seen_levers(seen)
         try:
             if replicas != seen.replicas:
+                self._wrote(deployment)  # before the write: a timeout may still have applied it
                 self.workloads.scale(namespace, target, replicas)
                 applied = replace(applied, replicas=replicas)
             if batch_write_needed(policy, seen, batch):
                 assert batch is not None
+                self._wrote(deployment)
                 self.workloads.set_batch(
                     deployment,
                     batch,
@@ -312,7 +349,7 @@ class ServiceReconciler:
         changes already made) is posted even when the status write is refused: the next tick
         would not see those changes happen again, while it does recompute the transitions."""
         try:
-            if status != memory.status:
+            if needs_write(status, memory.status, self.status_refresh_s):
                 self.api.request(
                     "PATCH",
                     _status_path(*key),
@@ -365,6 +402,24 @@ class ServiceReconciler:
     def forget(self, key: ServiceKey) -> None:
         self.memory.pop(key, None)
         self.telemetry.forget(*key)
+
+
+def needs_write(
+    status: InferenceServiceStatus, written: InferenceServiceStatus, refresh_s: float
+) -> bool:
+    """Whether `status` must be written over `written` (the last status written). A change in
+    anything but the snapshot's time is written at once; a snapshot that only got newer is written
+    once `refresh_s` has passed since the written one, so that N steady services do not cost N
+    writes (and N watch events) every tick — the way the kubelet reports an unchanged node status
+    only every few minutes."""
+    if status == written:
+        return False
+    new, old = status.observed, written.observed
+    if new is None or old is None or new.time is None or old.time is None:
+        return True
+    if status.model_copy(update={"observed": new.model_copy(update={"time": old.time})}) != written:
+        return True
+    return (new.time - old.time).total_seconds() >= refresh_s
 
 
 def _carry_unwritten(

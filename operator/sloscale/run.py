@@ -34,6 +34,7 @@ class RunConfig:
     prometheus_ca_file: str | None = None
     prometheus_insecure_skip_verify: bool = False
     tick_interval_s: float = 15.0
+    status_refresh_s: float = 60.0
     metrics_port: int = 8080
     peering: str | None = None  # None: standalone
     log_level: str = "info"
@@ -90,6 +91,14 @@ def run(
             envvar="SLOSCALE_TICK_INTERVAL", help="How often every service is reconciled, e.g. 15s."
         ),
     ] = "15s",
+    status_refresh: Annotated[
+        str,
+        typer.Option(
+            envvar="SLOSCALE_STATUS_REFRESH",
+            help="A status that changed only in its snapshot's time is rewritten this often, e.g. 1m "
+            "(any other change is written at once).",
+        ),
+    ] = "1m",
     metrics_port: Annotated[
         int,
         typer.Option(
@@ -120,6 +129,10 @@ def run(
         raise typer.BadParameter(str(exc), param_hint="--tick-interval") from exc
     if interval <= 0:
         raise typer.BadParameter("must be positive", param_hint="--tick-interval")
+    try:
+        refresh = parse_duration(status_refresh)
+    except SpecError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--status-refresh") from exc
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         raise typer.BadParameter(f"{log_level!r} is not a log level", param_hint="--log-level")
@@ -140,6 +153,7 @@ def run(
         prometheus_ca_file=prometheus_ca_file,
         prometheus_insecure_skip_verify=prometheus_insecure_skip_verify,
         tick_interval_s=interval,
+        status_refresh_s=refresh,
         metrics_port=metrics_port,
         peering=peering,
         log_level=log_level,

@@ -31,6 +31,7 @@ def test_namespaces_from_flags_or_a_comma_separated_variable(
     [
         (["--tick-interval", "fast", "--kubeconfig", "k"], {}, "is not a duration"),
         ([], {"SLOSCALE_TICK_INTERVAL": "0s", "KUBECONFIG": "k"}, "must be positive"),
+        (["--status-refresh", "often", "--kubeconfig", "k"], {}, "is not a duration"),
         (["--log-level", "chatty", "--kubeconfig", "k"], {}, "not a log level"),
         ([], {"KUBECONFIG": "", "KUBERNETES_SERVICE_HOST": ""}, "pass --kubeconfig"),
         (["--kubeconfig", "/no/such/kubeconfig"], {}, "no such file: /no/such/kubeconfig"),
@@ -54,6 +55,7 @@ def test_help_lists_every_flag_with_its_environment_variable() -> None:
         ("--prometheus-ca-file", "SLOSCALE_PROMETHEUS_CA_FILE"),
         ("--prometheus-insecure-skip-verify", "SLOSCALE_PROMETHEUS_INSECURE_SKIP_VERIFY"),
         ("--tick-interval", "SLOSCALE_TICK_INTERVAL"),
+        ("--status-refresh", "SLOSCALE_STATUS_REFRESH"),
         ("--metrics-port", "SLOSCALE_METRICS_PORT"),
         ("--peering", "SLOSCALE_PEERING"),
         ("--log-level", "SLOSCALE_LOG_LEVEL"),

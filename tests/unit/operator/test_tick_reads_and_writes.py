@@ -1,0 +1,195 @@
+"""What a tick costs the API server, and that the savings never cost correctness.
+
+Over real HTTP to the API emulator, with the watch-fed cache the operator runs with: a steady
+tick reads Deployments and pods from the cache and writes no status that only got a newer
+snapshot time; a tick right after the operator's own write sees that write even while the cache
+still shows the old Deployment (so a decision is never applied twice); and the pure rule that
+decides when a status is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from operator_cases import snapshot
+from test_fleet_tick import NS, ROOT, RecordingSource, deployment, events, isvc, mark_ready, slow
+
+from sloscale.apiserver import ApiServer
+from sloscale.informers import WorkloadCache
+from sloscale.kube import KubeApi
+from sloscale.reconcile import Fleet, Outcome, ServiceReconciler, needs_write
+from sloscale.resource import InferenceServiceStatus, ObservedStatus, ReplicasStatus
+from sloscale.status import to_time
+from sloscale.telemetry import Telemetry
+
+T = TypeVar("T")
+
+
+class RecordingApi(KubeApi):
+    """The real API port, remembering each call's method and path."""
+
+    calls: list[tuple[str, str]]
+
+    def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append((method, path))
+        return super().request(method, path, **kwargs)
+
+
+def eventually(check: Callable[[], T], what: str, timeout_s: float = 10.0) -> T:
+    deadline = time.monotonic() + timeout_s
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+    return value
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[tuple[ApiServer, RecordingApi]]:
+    with ApiServer.in_thread(crds=[ROOT / "crds" / "inferenceservice.yaml"]) as server:
+        base = KubeApi.connect(str(server.write_kubeconfig(tmp_path / "kubeconfig")))
+        client = RecordingApi(base.configuration)
+        client.calls = []
+        try:
+            yield server, client
+        finally:
+            client.close()
+            base.close()
+
+
+@pytest.fixture
+def cache(api: tuple[ApiServer, RecordingApi]) -> Iterator[WorkloadCache]:
+    workload_cache = WorkloadCache(api[1], all_namespaces=False)
+    try:
+        yield workload_cache
+    finally:
+        workload_cache.close()
+
+
+def cached_fleet(client: KubeApi, cache: WorkloadCache, source: RecordingSource) -> Fleet:
+    telemetry = Telemetry()
+    reconciler = ServiceReconciler(
+        client, telemetry=telemetry, instance="test", cache=cache, status_refresh_s=60.0
+    )
+    return Fleet(reconciler, source, telemetry, tick_interval_s=1.0)
+
+
+def ready_in_cache(cache: WorkloadCache, name: str) -> bool:
+    found = cache.deployment(NS, name)
+    return bool(found and (found.get("status") or {}).get("readyReplicas"))
+
+
+def reads(client: RecordingApi) -> list[tuple[str, str]]:
+    """Reads of Deployments or pods the tick made through the API (not the cache)."""
+    return [(m, p) for m, p in client.calls if m == "GET" and ("/deployments" in p or "/pods" in p)]
+
+
+def status_writes(client: RecordingApi) -> list[str]:
+    return [p for m, p in client.calls if m == "PATCH" and p.endswith("/status")]
+
+
+def test_a_steady_tick_reads_the_cache_and_rewrites_a_status_only_to_refresh_it(
+    api: tuple[ApiServer, RecordingApi], cache: WorkloadCache
+) -> None:
+    _, client = api
+    start = time.time()
+    # Metrics well within the objective at the minimum replicas: every tick holds.
+    source = RecordingSource(snapshot(taken_at=start))
+    fleet = cached_fleet(client, cache, source)
+    names = ["a", "b", "c"]
+    for name in names:
+        fleet.register(isvc(client, name))
+    asyncio.run(fleet.tick(start))  # renders the workloads
+    for name in names:
+        mark_ready(client, name)
+        eventually(lambda n=name: ready_in_cache(cache, n), f"{name} ready in the cache")
+    asyncio.run(fleet.tick(start + 1))
+    assert len(status_writes(client)) >= 3  # the first ticks have news to write
+
+    client.calls.clear()
+    for t in (2, 3, 30):  # nothing changes but the snapshot's time
+        results = asyncio.run(fleet.tick(start + t))
+        assert all(isinstance(r, Outcome) and r.decided for r in results.values()), results
+    assert reads(client) == []
+    assert status_writes(client) == []
+    assert [m for m, _ in client.calls] == []  # no call at all: no event, no workload write
+
+    asyncio.run(fleet.tick(start + 62))  # a minute after the last write: refreshed
+    assert sorted(status_writes(client)) == sorted(
+        f"/apis/sloscale.dev/v1alpha1/namespaces/{NS}/inferenceservices/{n}/status" for n in names
+    )
+    assert reads(client) == []
+    for name in names:
+        observed = fleet.reconciler.memory[(NS, name)].status.observed
+        assert observed is not None and observed.time == to_time(start + 62)
+
+
+def test_the_tick_after_a_scale_sees_it_while_the_cache_still_shows_the_old_deployment(
+    api: tuple[ApiServer, RecordingApi], cache: WorkloadCache
+) -> None:
+    _, client = api
+    start = time.time()
+    fleet = cached_fleet(client, cache, RecordingSource(snapshot(taken_at=start)))
+    fleet.register(isvc(client, "chat"))
+    asyncio.run(fleet.tick(start))
+    mark_ready(client, "chat")
+    eventually(lambda: ready_in_cache(cache, "chat"), "the ready Deployment in the cache")
+    # The cache stops following the API: from here on it lags every write.
+    for informer in cache.informers():
+        informer.stop()
+    fleet.metrics = RecordingSource(slow(start + 1))  # queueing: the objective needs more replicas
+
+    asyncio.run(fleet.tick(start + 1))
+    scaled = deployment(client, "chat")
+    assert scaled is not None and scaled["spec"]["replicas"] > 1
+    stale = cache.deployment(NS, "chat")
+    assert stale is not None and stale["spec"]["replicas"] == 1  # the lag is real
+
+    client.calls.clear()
+    for t in (1.5, 2.0):
+        asyncio.run(fleet.tick(start + t))
+    # Read from the API instead of the lagging cache: the same decision, not applied again.
+    assert ("GET", f"/apis/apps/v1/namespaces/{NS}/deployments/chat") in reads(client)
+    assert not any(p.endswith("/scale") for _, p in client.calls)
+    assert deployment(client, "chat") == scaled
+    assert events(client, "chat").count("ScaledUp") == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "after_s", "written"),
+    [
+        ({}, 0, False),  # the same status
+        ({}, 59, False),  # only a newer snapshot, within the refresh period
+        ({}, 60, True),  # only a newer snapshot, the period has passed
+        ({"queue": 38}, 1, True),  # what was observed changed
+        ({"replicas": ReplicasStatus(current=2, ready=1, desired=2)}, 1, True),
+    ],
+)
+def test_which_statuses_are_written(change: dict[str, Any], after_s: float, written: bool) -> None:
+    taken = to_time(1_767_261_600.0)
+    observed = ObservedStatus(value="480ms", queue=37, time=taken)
+    before = InferenceServiceStatus(
+        replicas=ReplicasStatus(current=1, ready=1, desired=1), observed=observed
+    )
+    later = replace_time(observed, after_s)
+    if "queue" in change:
+        later = later.model_copy(update={"queue": change["queue"]})
+    status = before.model_copy(update={"observed": later})
+    if "replicas" in change:
+        status = status.model_copy(update={"replicas": change["replicas"]})
+    assert needs_write(status, before, 60.0) is written
+
+
+def test_a_status_without_a_snapshot_is_written_when_it_differs() -> None:
+    first = InferenceServiceStatus(replicas=ReplicasStatus(current=1, ready=0, desired=1))
+    assert needs_write(first, InferenceServiceStatus(), 60.0)
+    assert not needs_write(first, first.model_copy(), 60.0)
+
+
+def replace_time(observed: ObservedStatus, after_s: float) -> ObservedStatus:
+    assert observed.time is not None
+    return observed.model_copy(update={"time": to_time(observed.time.timestamp() + after_s)})
