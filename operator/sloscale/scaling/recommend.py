@@ -1,5 +1,9 @@
 """Stage 5, recommend: the cheapest (replicas, max_num_seqs) pair predicted to hold the objective.
 
+The demand sized for is the forecast one cold start ahead plus what drains the queue
+(`backlog_rps`): the backlog waiting now and what the ready pods fall behind by until new ones
+are ready, gone within one more cold start.
+
 For each candidate batch (the current one; with batching enabled also the bounds, the initial
 value and the powers of two between them) the fewest replicas whose prediction holds — every
 replica's utilisation ≤ `policy.max_utilization` and the objective's percentile ≤ target ×
@@ -99,6 +103,7 @@ class Recommendation:
     correction: int  # replicas the feedback step asks for (0: none)
     now_best: int = 0  # replicas `best` would need for the current demand (without look-ahead)
     now_keep: int = 0  # ... and `keep`
+    backlog_rps: float = 0.0  # of `demand_rps`, what drains the queue (see `backlog_rps`)
 
 
 def batch_candidates(policy: Policy, current: int) -> tuple[int, ...]:
@@ -130,6 +135,21 @@ def sizing_demand(policy: Policy, forecast: Forecast, curve: StepCurve) -> float
     if policy.objective.kind is ObjectiveKind.THROUGHPUT and tokens is not None:
         return max(forecast.forecast_rps, tokens / curve.output_tokens)
     return forecast.forecast_rps
+
+
+def backlog_rps(waiting: float, arrival_rps: float, serving_rps: float, horizon_s: float) -> float:
+    """Requests/s to provision beyond the arrivals so that the backlog new pods meet is gone one
+    `horizon_s` (the cold start) after they are ready.
+
+    The backlog then is what waits now plus what the pods serving (or starting) now fall behind
+    by until the new ones are ready; draining it over one more horizon takes backlog ÷ horizon. Without it a
+    step in load is sized for the new arrivals only, and the queue built during the cold start
+    lingers for minutes (every request behind it misses).
+    """
+    if horizon_s <= 0.0:
+        return 0.0
+    behind = max(0.0, arrival_rps - serving_rps) * horizon_s
+    return (max(0.0, waiting) + behind) / horizon_s
 
 
 def at_max_replicas(at_top: Prediction, policy: Policy, margin: float) -> AtMax:
@@ -276,15 +296,34 @@ def recommend(
             Option(inside, policy.min_replicas, idle, feasible=True), keep, 0.0, 0, 0
         )
 
-    demand = sizing_demand(policy, forecast, curve)
+    # Pods already starting serve before any asked for now: the queue they will not stop is
+    # what the ready ones fall behind by after them too (counting it again every tick while
+    # they start would order a fleet for one step in load).
+    backlog = backlog_rps(
+        evaluation.waiting,
+        forecast.current_rps,
+        (workload.ready + workload.starting) * curve.capacity_rps(batch),
+        forecast.horizon_s,
+    )
+    arrivals = sizing_demand(policy, forecast, curve)
     margin = policy.target_margin
-    keep = cheapest(curve, cal, batch, demand, policy, margin)
-    candidates = batch_candidates(policy, batch)
-    options = [keep] if batch in candidates else []
-    for b in candidates:
-        if b != batch and not cannot_win(b, keep, curve, demand, policy, batch in candidates):
-            options.append(cheapest(curve, cal, b, demand, policy, margin))
-    best = min(options, key=lambda o: preference(o, batch, policy))
+
+    def options_for(demand: float) -> tuple[Option, Option]:
+        keep = cheapest(curve, cal, batch, demand, policy, margin)
+        candidates = batch_candidates(policy, batch)
+        options = [keep] if batch in candidates else []
+        for b in candidates:
+            if b != batch and not cannot_win(b, keep, curve, demand, policy, batch in candidates):
+                options.append(cheapest(curve, cal, b, demand, policy, margin))
+        return min(options, key=lambda o: preference(o, batch, policy)), keep
+
+    demand = arrivals + backlog
+    best, keep = options_for(demand)
+    if backlog > 0.0 and not best.feasible:
+        # Beyond max replicas the backlog cannot drain in time whatever the batch: compare the
+        # options on what they do for the arrivals (the queue drains as far as the bounds allow).
+        demand, backlog = arrivals, 0.0
+        best, keep = options_for(demand)
 
     floor = correction = 0
     if (
@@ -305,10 +344,13 @@ def recommend(
         floor = max(floor, workload.replicas)
     now_best, now_keep = best.replicas, keep.replicas
     if forecast.rising:
-        current = sizing_demand(policy, replace(forecast, forecast_rps=forecast.current_rps), curve)
+        current = (
+            sizing_demand(policy, replace(forecast, forecast_rps=forecast.current_rps), curve)
+            + backlog
+        )
         now_best = cheapest(curve, cal, best.batch, current, policy, margin).replicas
         now_keep = cheapest(curve, cal, keep.batch, current, policy, margin).replicas
-    return Recommendation(best, keep, demand, floor, correction, now_best, now_keep)
+    return Recommendation(best, keep, demand, floor, correction, now_best, now_keep, backlog)
 
 
 def with_floor(option: Option, rec: Recommendation) -> Option:
@@ -337,7 +379,8 @@ def explain(
     p = option.prediction
     message = (
         f"{option.replicas} replicas at batch {option.batch}: demand {number(forecast.current_rps)} req/s"
-        f" (sized for {number(rec.demand_rps)} over {seconds(forecast.horizon_s)}); capacity"
+        f" (sized for {number(rec.demand_rps)} over {seconds(forecast.horizon_s)}"
+        f"{backlog_note(rec, evaluation, forecast)}); capacity"
         f" {number(p.capacity_rps)} req/s per replica; predicted {bound.name}"
         f" {seconds(p.latency(bound.metric))} at utilisation {p.utilization:.0%}"
     )
@@ -351,6 +394,16 @@ def explain(
     if not option.feasible:
         message += f"; not enough even at {policy.max_replicas} replicas"
     return StageOutcome(Stage.RECOMMEND, reason, message)
+
+
+def backlog_note(rec: Recommendation, evaluation: Evaluation, forecast: Forecast) -> str:
+    """How much of the sizing demand drains the queue, when that is a visible share."""
+    if rec.backlog_rps < max(0.05 * rec.demand_rps, 0.01):
+        return ""
+    return (
+        f", {number(rec.backlog_rps)} req/s of it to drain {number(evaluation.waiting)} queued"
+        f" within {seconds(forecast.horizon_s)} of new pods being ready"
+    )
 
 
 def cause(

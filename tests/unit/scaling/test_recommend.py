@@ -13,7 +13,13 @@ from sloscale.scaling.capacity import StepCurve, predict
 from sloscale.scaling.evaluate import Evaluation, evaluate
 from sloscale.scaling.forecast import Forecast
 from sloscale.scaling.policy import H100, ObjectiveKind, Policy
-from sloscale.scaling.recommend import batch_candidates, cheapest, explain, recommend
+from sloscale.scaling.recommend import (
+    backlog_rps,
+    batch_candidates,
+    cheapest,
+    explain,
+    recommend,
+)
 from sloscale.scaling.snapshot import MetricsSnapshot, WorkloadObservation
 from sloscale.scaling.state import Calibration, Mix
 
@@ -278,6 +284,9 @@ def test_beyond_max_replicas_the_largest_batch_that_keeps_the_bound_wins(
     assert keeping and max(keeping) < 512  # the bound binds below the largest batch
     assert rec.best.batch == max(keeping)  # grows from 32, shrinks from 512
     assert not rec.best.feasible and rec.best.at_max is not None
+    # No batch can drain the 300 queued within the bounds: the options are sized and compared
+    # on the arrivals alone.
+    assert rec.demand_rps == demand and rec.backlog_rps == 0.0
     assert rec.best.replicas == math.ceil(
         demand / (LONG_CURVE.capacity_rps(rec.best.batch) * policy.max_utilization)
     )  # what it would need: the clamp reports it
@@ -332,3 +341,30 @@ def test_zero_traffic_brings_a_batch_outside_the_bounds_in(
     off = replace(policy, batching=Batching(enabled=False))
     rec = recommend(CURVE, CAL, off, workload(2, batch=template), in_force, steady(0.0), ev, True)
     assert rec.best.batch == in_force  # batching off: never moved
+
+
+@pytest.mark.parametrize(
+    ("waiting", "arrivals", "serving", "expected"),
+    [
+        (0.0, 10.0, 20.0, 0.0),  # no queue, capacity to spare: nothing extra
+        (120.0, 10.0, 20.0, 1.0),  # 120 queued, drained over the 120-s cold start
+        (120.0, 30.0, 20.0, 11.0),  # ... plus the 10 req/s the pods fall behind until then
+    ],
+)
+def test_the_backlog_is_sized_to_drain_within_a_cold_start_of_new_pods(
+    waiting: float, arrivals: float, serving: float, expected: float
+) -> None:
+    assert backlog_rps(waiting, arrivals, serving, 120.0) == pytest.approx(expected)
+
+
+def test_a_step_in_load_is_sized_for_the_queue_it_built_not_only_for_the_new_arrivals() -> None:
+    # Two replicas (≈ 17 req/s each at batch 64) meet 60 req/s: 400 queued after one tick.
+    policy = latency_policy(LatencyMetric.TTFT, 1.0, max_replicas=40)
+    snap = snapshot(rps=34.0, ttft=(3.0, 7.0), queue=(2.0, 6.0), waiting=400.0, pods=2)
+    w = workload(2)
+    rec = recommend(CURVE, CAL, policy, w, 64, steady(60.0), judged(policy, snap), False)
+    arrivals_only = cheapest(CURVE, CAL, 64, 60.0, policy, policy.target_margin).replicas
+    assert rec.backlog_rps > 0.0 and rec.demand_rps > 60.0
+    assert rec.keep.replicas > arrivals_only
+    out = explain(rec.keep, rec, policy, w, steady(60.0), judged(policy, snap), False)
+    assert "to drain 400 queued within 120s of new pods being ready" in out.message
