@@ -117,10 +117,12 @@ def sample_sum(text: str, sample_name: str) -> float:
 
 @dataclass
 class GaugeProbe:
-    """(running, waiting) as the engine's `/metrics` reported them, scraped back to back."""
+    """(running, waiting) as the engine's `/metrics` reported them, scraped back to back;
+    `times` holds when each reading came back (monotonic seconds)."""
 
     url: str
     readings: list[tuple[float, float]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
 
     async def run(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -132,4 +134,5 @@ class GaugeProbe:
                     sample_sum(text, "vllm:num_requests_waiting"),
                 )
             )
+            self.times.append(time.monotonic())
             await asyncio.sleep(0.01)

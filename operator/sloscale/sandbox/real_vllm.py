@@ -17,6 +17,10 @@ grace period. Nothing is left behind, even when the start fails half-way.
 A pod template change (a new `--max-num-seqs`) is a new process with new arguments, so changing
 the batch of a running engine is `stop()` and a new server; there is no in-place knob.
 
+`PodEngine` is the same engine as the sandbox's kubelet runs it for a pod of vLLM's server image
+(`sloscale sandbox up --real-engine`): the pod template's own arguments, the model mapped to the
+tiny one, so a batch change made by the operator reaches a real engine's command line.
+
 Each server holds about 2.5 GiB (`memory_bytes`: the PSS of its process group, the 1 GiB KV cache
 included), and replicas on one small machine share its cores: use the real engine for contract
 and single-replica tests, and emulated pods for scaling behaviour.
