@@ -86,6 +86,7 @@ class Memory:
     status: InferenceServiceStatus
     state: ControlState | None = None
     unwritten: InferenceServiceStatus | None = None  # the status of a tick whose write was refused
+    wrote: bool = False  # whether this instance has written the status yet (it does at once)
 
 
 @dataclass(frozen=True)
@@ -349,14 +350,16 @@ class ServiceReconciler:
         changes already made) is posted even when the status write is refused: the next tick
         would not see those changes happen again, while it does recompute the transitions."""
         try:
-            if needs_write(status, memory.status, self.status_refresh_s):
+            # A new instance (a restart, a peer taking over) refreshes the status at once.
+            refresh_s = self.status_refresh_s if memory.wrote else 0.0
+            if needs_write(status, memory.status, refresh_s):
                 self.api.request(
                     "PATCH",
                     _status_path(*key),
                     body={"status": status.to_patch()},
                     content_type=MERGE_PATCH,
                 )
-                memory.status = status
+                memory.status, memory.wrote = status, True
             memory.unwritten = None
         except Exception:
             memory.unwritten = status

@@ -68,3 +68,25 @@ async def test_a_service_that_is_not_evaluated_keeps_its_counters_but_no_stale_r
     assert (
         'sloscale_decisions_total{action="ScaleUp",namespace="team-a",service="chat"} 1.0' in text
     )
+
+
+async def test_metrics_can_be_asked_for_a_few_series_only() -> None:
+    telemetry = Telemetry()
+    telemetry.record("team-a", "chat", decision(), TTFT_1S, current=4, ready=2)
+    telemetry.tick_duration.observe(0.5)
+    telemetry.tick_duration.observe(1.5)
+    server = TelemetryServer(telemetry, lambda: True, host="127.0.0.1", port=0)
+    await server.start()
+    try:
+        names = (
+            "name[]=sloscale_tick_duration_seconds_count&name[]=sloscale_tick_duration_seconds_sum"
+        )
+        status, text = await get(f"http://127.0.0.1:{server.port}/metrics?{names}")
+    finally:
+        await server.stop()
+    assert status == 200
+    samples = sorted(line for line in text.splitlines() if not line.startswith("#"))
+    assert samples == [
+        "sloscale_tick_duration_seconds_count 2.0",
+        "sloscale_tick_duration_seconds_sum 2.0",
+    ]

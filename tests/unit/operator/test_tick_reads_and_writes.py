@@ -17,7 +17,17 @@ from typing import Any, TypeVar
 
 import pytest
 from operator_cases import snapshot
-from test_fleet_tick import NS, ROOT, RecordingSource, deployment, events, isvc, mark_ready, slow
+from test_fleet_tick import (
+    NS,
+    ROOT,
+    RecordingSource,
+    deployment,
+    events,
+    fresh,
+    isvc,
+    mark_ready,
+    slow,
+)
 
 from sloscale.apiserver import ApiServer
 from sloscale.informers import WorkloadCache
@@ -126,6 +136,14 @@ def test_a_steady_tick_reads_the_cache_and_rewrites_a_status_only_to_refresh_it(
     for name in names:
         observed = fleet.reconciler.memory[(NS, name)].status.observed
         assert observed is not None and observed.time == to_time(start + 62)
+
+    # A new instance (restarted, or a peer taking over) writes its first status at once.
+    client.calls.clear()
+    successor = cached_fleet(client, cache, RecordingSource(snapshot(taken_at=start)))
+    for name in names:
+        successor.register(fresh(client, name))
+    asyncio.run(successor.tick(start + 63))
+    assert len(status_writes(client)) == 3
 
 
 def test_the_tick_after_a_scale_sees_it_while_the_cache_still_shows_the_old_deployment(
