@@ -1,9 +1,9 @@
 """The cluster for the end-to-end tests: the local sandbox, or the real cluster `KUBECONFIG` names.
 
-One sandbox serves every test here: emulated A100 pods at speed-up 1 (the operator reads counter
-rates per real second and latencies per model second, so a speed-up other than 1 would skew its
-capacity model; time is compressed in the trace instead), a 5 s cold start and a 2 s operator
-tick. It is brought down whatever the tests did, as soon as the last test of this directory has
+One sandbox serves every test here: emulated A100 pods at speed-up 1 (so targets, cold starts
+and the capacity figures in the tests read as the modelled A100's; at a speed-up X the operator
+would see a GPU X times faster, see docs/sandbox.md — time is compressed in the trace instead),
+a 5 s cold start and a 2 s operator tick. It is brought down whatever the tests did, as soon as the last test of this directory has
 run (a session-scoped fixture alone would keep it running through the rest of `make test`).
 
 On a real cluster (`KUBECONFIG` set) the operator and Prometheus must already run there (the Helm

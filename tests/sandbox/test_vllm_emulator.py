@@ -216,18 +216,19 @@ async def test_metrics_have_vllm_families_labels_buckets_and_count_the_requests(
 
 
 async def test_a_single_stream_decodes_at_the_modelled_step_time(emulator: Start) -> None:
-    prompt, out = 1000, 41
-    pod = emulator("--model", "m", "--speedup", "10")
+    """At speed-up 10 the pod is a GPU ten times faster: it reports the modelled times / 10."""
+    prompt, out, speedup = 1000, 41, 10
+    pod = emulator("--model", "m", "--speedup", str(speedup))
     async with aiohttp.ClientSession() as s:
         status, _ = await post(s, pod.url + "/v1/completions", {"prompt": "w " * prompt, "max_tokens": out})
         assert status == 200
         fams = await scrape(s, pod)
     p = resolve_profile("H100")
     # One decode per step; the context grows from prompt+1 to prompt+out-1 (mean prompt + out/2).
-    step_s = (p.a_ms + p.d_ms_per_ctx_token * (prompt + out / 2)) / 1e3
+    step_s = (p.a_ms + p.d_ms_per_ctx_token * (prompt + out / 2)) / 1e3 / speedup
     mean_itl = value(fams, "vllm:inter_token_latency_seconds", "_sum") / value(fams, "vllm:inter_token_latency_seconds", "_count")
     assert mean_itl == pytest.approx(step_s, rel=0.01)
-    prefill_s = (p.a_ms + p.s_ms_per_token * (prompt - p.k_tokens) + p.e_ms_per_pair * prompt * prompt / 2) / 1e3
+    prefill_s = (p.a_ms + p.s_ms_per_token * (prompt - p.k_tokens) + p.e_ms_per_pair * prompt * prompt / 2) / 1e3 / speedup
     ttft = value(fams, "vllm:time_to_first_token_seconds", "_sum")
     assert ttft == pytest.approx(prefill_s, rel=0.01)  # an idle engine: no queueing, one prefill step
 
@@ -289,7 +290,7 @@ async def test_inter_token_latency_grows_with_the_batch(emulator: Start) -> None
     single, batched = await mean_itl(1), await mean_itl(48)
     p = resolve_profile("H100")
     # With 48 decodes of ~3000-token contexts each step reads 48x the KV: at least a + d*48*3000.
-    assert batched >= (p.a_ms + p.d_ms_per_ctx_token * 48 * 3000) / 1e3
+    assert batched >= (p.a_ms + p.d_ms_per_ctx_token * 48 * 3000) / 1e3 / 20  # real seconds at speed-up 20
     assert batched > 2 * single
 
 

@@ -12,10 +12,11 @@ for the engines' `/metrics`, it also reads their histograms before and after the
 engine's own percentiles next to the client's: the difference is the system latency the engine
 does not see (connection, routing, proxies, network).
 
-Time follows the emulated pod's convention (`realtime_engine`): with `speedup = X`, a trace
-second is replayed in 1/X real seconds, and every latency reported is converted back to model
-seconds (measured wall-clock × X), so the client's numbers and an emulated engine's histograms are
-in the same unit. Against a real vLLM leave `speedup` at 1.
+Time follows the emulated pod's convention (`realtime_engine`: at `--speedup X` a pod is the
+modelled GPU made X times faster and reports real seconds): with `speedup = X`, a trace second is
+replayed in 1/X real seconds, and every latency reported is converted back to model seconds
+(measured wall-clock × X) — the engines' histograms too (their real seconds × X), so both sides
+are in the unit of the trace and of the modelled GPU. Against a real vLLM leave `speedup` at 1.
 
 Chunks that carry several tokens (stream coalescing) count as that many tokens: the gap since the
 previous chunk is split evenly between them, and tokens that arrive with the first one count a gap
@@ -226,10 +227,11 @@ async def scrape_histograms(session: aiohttp.ClientSession, urls: Sequence[str])
 
 
 def engine_percentiles(
-    before: dict[str, ScrapedHistogram], after: dict[str, ScrapedHistogram]
+    before: dict[str, ScrapedHistogram], after: dict[str, ScrapedHistogram], speedup: float = 1.0
 ) -> dict[str, dict[str, float | None]]:
     """What the engines observed during the run, from the difference of two scrapes: the exact
-    mean, and percentiles interpolated inside buckets as Prometheus' histogram_quantile does."""
+    mean, and percentiles interpolated inside buckets as Prometheus' histogram_quantile does —
+    in model seconds (the engines' real seconds × `speedup`), like the client's numbers."""
     out: dict[str, dict[str, float | None]] = {}
     for key, name in ENGINE_HISTOGRAMS.items():
         end, start = after[name], before.get(name, ScrapedHistogram())
@@ -237,10 +239,11 @@ def engine_percentiles(
         hist = Histogram(bounds, tuple(end.buckets[b] - start.buckets.get(b, 0.0) for b in bounds))
         summary: dict[str, float | None] = {
             "count": hist.total,
-            "mean": (end.sum - start.sum) / hist.total if hist.total else None,
+            "mean": (end.sum - start.sum) / hist.total * speedup if hist.total else None,
         }
         for q in QUANTILES:
-            summary[f"p{q * 100:g}"] = hist.quantile(q)
+            value = hist.quantile(q)
+            summary[f"p{q * 100:g}"] = None if value is None else value * speedup
         out[key] = summary
     return out
 
@@ -337,7 +340,9 @@ class LoadGenerator:
             wall = time.monotonic() - self._t0
             engine = {}
             if before is not None:
-                engine = engine_percentiles(before, await scrape_histograms(session, cfg.metrics_urls))
+                engine = engine_percentiles(
+                    before, await scrape_histograms(session, cfg.metrics_urls), cfg.speedup
+                )
         return LoadReport(cfg, self.trace.name, self.records, self.itl_gaps, wall, engine)
 
     async def _one(self, session: aiohttp.ClientSession, endpoint: str, model: str, record: RequestRecord) -> None:

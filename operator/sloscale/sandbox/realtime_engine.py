@@ -4,16 +4,20 @@
 module plays those steps out in real time so that an HTTP client sees tokens arrive when a GPU
 would have produced them, and records vLLM's metrics from the model's timestamps.
 
-Time convention (the load generator uses the same one):
+Time convention: with `speedup = X` the pod is the modelled GPU made X times faster, and
+everything it shows is in real (wall-clock) seconds, as a real pod's would be:
 
-- **Model time** is what a real GPU would take. Every latency the pod reports — the `/metrics`
-  histograms (TTFT, ITL, e2e, queue, prefill, decode) — is in model seconds.
-- With `speedup = X`, model time runs X times faster than the wall clock: model seconds since the
-  pod started = real seconds since the pod started × X. A step the model says lasts 20 ms takes
-  20/X ms of real time; a replayed hour of traffic takes 60/X minutes. A client that measures a
-  latency L on the wall clock reports L × X model seconds.
-- Counters count events, so their rates per real second are X times the model's rates per model
-  second; gauges (running, waiting, KV usage) are instantaneous and need no conversion.
+- **Model time** is what the modelled GPU would take; it runs X times faster than the wall clock
+  (model seconds since the pod started = real seconds × X). A step the model says lasts 20 ms
+  takes 20/X ms of real time.
+- Every latency the pod reports — the `/metrics` histograms (TTFT, ITL, e2e, queue, prefill,
+  decode) — is the real time it took: the model's duration / X. Counters count events, so their
+  rates per real second are what the faster GPU serves; gauges need no conversion. Latencies,
+  rates, and the cold start (`--startup-delay` model seconds, i.e. /X real) thus tell one story:
+  an observer that only sees the pod, its metrics and the clock (the operator through Prometheus
+  and the Kubernetes API) cannot tell it from a real GPU X times faster than the modelled one.
+- The load generator replays a trace X times faster and reports what it measured × X, i.e. in
+  model seconds, next to the engine's histograms scaled the same way (`loadgen`).
 
 The loop runs each step when the previous one ends. A step's tokens exist at the step's end, and
 are released to the waiting requests then — but the loop sleeps at least `tick_s` of real time
@@ -233,8 +237,9 @@ class RealtimeEngine:
         return False
 
     def _deliver(self, step: StepResult) -> None:
-        """Record a finished step's metrics as vLLM does and release its tokens to the clients."""
-        m = self.metrics
+        """Record a finished step's metrics as vLLM does and release its tokens to the clients.
+        Durations are recorded in real seconds: the model's / speedup (see the module docstring)."""
+        m, real = self.metrics, 1.0 / self.speedup
         m.record_step(step.num_tokens)
         m.count_tokens(
             prompt=sum(r.prompt_tokens for r in step.first_tokens if r.first_token_s == step.end_s),
@@ -243,24 +248,24 @@ class RealtimeEngine:
         if step.preempted:
             m.count_preemptions(len(step.preempted))
         # Steps run back to back while a request decodes, so each decoded token's gap is the step.
-        m.observe_inter_token(step.duration_s, step.num_decoded)
+        m.observe_inter_token(step.duration_s * real, step.num_decoded)
         for gap in step.itl_gaps_s:
-            m.observe_inter_token(gap)
+            m.observe_inter_token(gap * real)
         touched: dict[int | str, int] = {}
         for req in step.decoded:
             touched[req.request_id] = 1
         for req in step.first_tokens:
             touched[req.request_id] = touched.get(req.request_id, 0) + 1
             if req.first_token_s == step.end_s and req.ttft_s is not None:
-                m.observe_first_token(req.ttft_s)
+                m.observe_first_token(req.ttft_s * real)
         finished = set()
         for req in step.finished:
             finished.add(req.request_id)
             m.observe_finished(
-                e2e_s=req.e2e_s or 0.0,
-                queue_s=req.queue_s or 0.0,
-                prefill_s=req.prefill_s or 0.0,
-                decode_s=req.decode_s or 0.0,
+                e2e_s=(req.e2e_s or 0.0) * real,
+                queue_s=(req.queue_s or 0.0) * real,
+                prefill_s=(req.prefill_s or 0.0) * real,
+                decode_s=(req.decode_s or 0.0) * real,
                 prompt_tokens=req.prompt_tokens,
                 generation_tokens=req.output_tokens,
                 finished_reason="length",  # the emulator always generates max_tokens

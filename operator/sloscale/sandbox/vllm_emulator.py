@@ -17,9 +17,11 @@ Requests are not computed: `RealtimeEngine` schedules them through the step-leve
 exactly `max_tokens` tokens (there is no end-of-sequence); prompt length is the number of
 whitespace-separated words of the prompt (or the length of a token-id list).
 
-Time: see `realtime_engine` — with `--speedup X`, model time runs X times faster than the wall
-clock; every latency the pod reports is in model seconds, and `--startup-delay` is in model seconds
-too. `--shutdown-grace` is real seconds, like Kubernetes' termination grace period.
+Time: see `realtime_engine` — with `--speedup X` the pod is the modelled GPU made X times faster:
+model time runs X times faster than the wall clock, and every latency the pod reports is the real
+time it took (model seconds / X), so latencies and counter rates agree as on a real pod.
+`--startup-delay` is given in model seconds (it lasts /X real seconds); `--shutdown-grace` is real
+seconds, like Kubernetes' termination grace period.
 
 On SIGTERM the pod stops admitting (503 on new requests and on /health), finishes the requests in
 flight within the grace period, and exits.
