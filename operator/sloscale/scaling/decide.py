@@ -237,6 +237,15 @@ def hold_on_missing_metrics(
 
 
 def forecast_outcome(forecast: Forecast) -> StageOutcome:
+    trend = forecast.current_rps * forecast.surge < forecast.forecast_rps
+    if forecast.rising and not trend:
+        return StageOutcome(
+            Stage.FORECAST,
+            Reason.RISING_DEMAND,
+            f"demand {number(forecast.current_rps)} req/s, no trend; it rose up to"
+            f" ×{forecast.surge:.2f} within {seconds(forecast.horizon_s)} lately:"
+            f" {number(forecast.forecast_rps)} req/s provisioned for",
+        )
     if forecast.rising:
         return StageOutcome(
             Stage.FORECAST,

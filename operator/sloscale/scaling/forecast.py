@@ -13,6 +13,14 @@ load, CUDA-graph capture), so the law provisions for the demand expected one col
   with capacity for the demand it brought, not extrapolated as if it were a ramp. The forecast never falls below the current demand (falling load is handled by the slow
   scale-down path, not by prediction), and a rise is capped at doubling per horizon so a noisy
   slope cannot order a fleet.
+* Without a trend, demand still wanders: a replica asked for after a rise arrives one cold start
+  late. The surge (`surge_ratio`) is how far demand rose within one horizon in the recent
+  history — for each sample, its highest later sample within the horizon over it; the upper
+  quartile of those ratios, at most ×1.5 — and the forecast is at least the current demand
+  times it. A lone step moves only the samples just before it, so it does not set the headroom
+  for the whole history. The
+  longer the cold start, the larger the rises it covers; a steady service gets little headroom,
+  a bursty one more, learned from its own traffic rather than set as a fixed margin.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ TREND_MAX_HORIZON_S = 300.0
 TREND_MIN_SAMPLES = 4
 TREND_MIN_R2 = 0.8  # a step fits a line at R² ≤ 0.75; a steady ramp with 5 % noise at ≈ 0.95
 MAX_GROWTH_PER_HORIZON = 2.0
+SURGE_QUANTILE = 0.75
+MAX_SURGE = 1.5
 
 
 def measure_cold_start(durations_s: tuple[float, ...], previous: float | None) -> float | None:
@@ -50,6 +60,7 @@ class Forecast:
     forecast_rps: float
     slope_rps_per_s: float
     horizon_s: float
+    surge: float = 1.0  # the recent rise within one horizon (`surge_ratio`), ≥ 1
 
     @property
     def rising(self) -> bool:
@@ -84,13 +95,33 @@ def trend_line(
     return Trend(level=(sy - slope * sx) / n, slope=slope, r2=r2)
 
 
+def surge_ratio(history: tuple[tuple[float, float], ...], horizon_s: float) -> float:
+    """How far demand rose within `horizon_s` in `history`: for each sample the highest later
+    sample within the horizon over it, the `SURGE_QUANTILE` of those ratios; 1 with too few
+    samples, at most `MAX_SURGE`."""
+    samples = [(t, v) for t, v in history if v > 0.0]
+    ratios = []
+    for i, (t, v) in enumerate(samples):
+        later = [w for s, w in samples[i + 1 :] if s - t <= horizon_s]
+        if later:
+            ratios.append(max(later) / v)
+    if len(ratios) < TREND_MIN_SAMPLES:
+        return 1.0
+    ratios.sort()
+    rise = ratios[min(len(ratios) - 1, int(SURGE_QUANTILE * len(ratios)))]
+    return min(max(1.0, rise), MAX_SURGE)
+
+
 def forecast_demand(
     history: tuple[tuple[float, float], ...], current_rps: float, now: float, horizon_s: float
 ) -> Forecast:
-    """Demand one `horizon_s` (the cold start) ahead; never below `current_rps`."""
+    """Demand one `horizon_s` (the cold start) ahead; never below `current_rps` × the surge."""
     window = min(max(horizon_s, TREND_MIN_HORIZON_S), TREND_MAX_HORIZON_S)
     line = trend_line(history, now, window)
+    surge = surge_ratio(history, horizon_s)
+    floor = current_rps * surge
     if line is None or line.slope <= 0.0 or line.r2 < TREND_MIN_R2:
-        return Forecast(current_rps, current_rps, 0.0 if line is None else line.slope, horizon_s)
+        slope = 0.0 if line is None else line.slope
+        return Forecast(current_rps, floor, slope, horizon_s, surge)
     projected = min(line.level + line.slope * horizon_s, current_rps * MAX_GROWTH_PER_HORIZON)
-    return Forecast(current_rps, max(current_rps, projected), line.slope, horizon_s)
+    return Forecast(current_rps, max(floor, projected), line.slope, horizon_s, surge)

@@ -37,8 +37,10 @@ Two corrections follow the model:
 
 * feedback — the objective is violated while the model says the current replicas hold it, with
   no pods starting, no per-token cause and the queue not draining (a draining backlog is a
-  transient the replicas already cover): step up in proportion to observed ÷ target, at most
-  doubling (`Reason.MODEL_CORRECTION`); the fit and calibration catch up meanwhile;
+  transient the replicas already cover): step up in proportion to observed ÷ target, at least
+  one replica and at most a quarter more per tick (`Reason.MODEL_CORRECTION`) — the fit and
+  calibration catch up within minutes, and a larger step mostly buys pods that arrive after a
+  burst has passed and then wait out the scale-down stabilisation;
 * pods starting are coming capacity — while any warm, the recommendation never goes below the
   replicas already requested, and goes above them only when the forecast needs more. Pods a
   batch rollout starts replace old ones rather than add capacity, so a rollout sets no floor:
@@ -63,7 +65,7 @@ from sloscale.scaling.state import Calibration
 
 BEST_EFFORT_SLACK = 0.1
 LINEAR_STEPS = 3  # replica counts tried one by one above the utilisation bound
-MAX_CORRECTION = 2.0  # the feedback step at most doubles the replicas per tick
+MAX_CORRECTION = 1.25  # the feedback step adds at most a quarter of the replicas per tick
 
 
 @dataclass(frozen=True)
