@@ -23,12 +23,22 @@ from sloscale.sim.objective import BenchObjective, window_scores
 DATA = Path("/work/shared/data/traces/azure_llm_inference_2023")
 CONV = DATA / "AzureLLMInferenceTrace_conv.csv"
 CODE = DATA / "AzureLLMInferenceTrace_code.csv"
+SERVEGEN_IMAGE = Path(
+    "/work/shared/data/traces/servegen_derived/multimodal_mm-image_aggregate_rate.csv"
+)
 OUT = Path(__file__).parent / "results"
 TTFT = "p99-ttft<=1s/1m"
 
 
 def _azure(path: Path, rate: float) -> traces.Trace:
     return prepare_trace(traces.load_trace(path), rate_scale=rate)
+
+
+def _shaped(path: Path, rate: float, shape: Path) -> traces.Trace:
+    # A day of another service's request rate (ServeGen, 10-minute windows) bent over the hour:
+    # a load shape the control law was not tuned on.
+    trace = _azure(path, rate)
+    return trace.modulate(traces.load_rate_shape(shape), trace.duration_s)
 
 
 def _step_trace() -> traces.Trace:
@@ -54,6 +64,10 @@ SCENARIOS: dict[str, tuple[object, Scenario]] = {
         Scenario("conv", "throughput:p99-e2e<=30s/1m", rate_scale=15.0),
     ),
     "step_3x": (_step_trace, Scenario("step-20to60rps-conv-lengths", TTFT)),
+    "conv_x15_servegen": (
+        lambda: _shaped(CONV, 15.0, SERVEGEN_IMAGE),
+        Scenario("conv-shaped-by-servegen-mm-image", TTFT, rate_scale=15.0),
+    ),
 }
 
 
