@@ -60,7 +60,14 @@ from sloscale.scaling.snapshot import (
     Unavailability,
     WorkloadObservation,
 )
-from sloscale.status import Applied, blocked_status, build_status, to_epoch, to_time
+from sloscale.status import (
+    Applied,
+    blocked_status,
+    build_status,
+    needs_write,
+    to_epoch,
+    to_time,
+)
 from sloscale.telemetry import Telemetry
 from sloscale.workload import CONTAINER_NAME, WorkloadError, Workloads, observe, selector_of
 
@@ -69,7 +76,7 @@ logger = logging.getLogger("sloscale.reconcile")
 ServiceKey = tuple[str, str]
 MetricsResult = MetricsSnapshot | MetricsUnavailable
 EVENT_MESSAGE_LIMIT = 1024  # the API server's bound on an event message
-STATUS_REFRESH_S = 60.0  # an unchanged status gets a newer snapshot time at most this often
+STATUS_REFRESH_S = 60.0  # a status whose readings alone changed is rewritten at most this often
 
 
 class MetricsSource(Protocol):
@@ -86,7 +93,7 @@ class Memory:
     status: InferenceServiceStatus
     state: ControlState | None = None
     unwritten: InferenceServiceStatus | None = None  # the status of a tick whose write was refused
-    wrote: bool = False  # whether this instance has written the status yet (it does at once)
+    written_at: float | None = None  # when this instance last wrote the status (None: not yet)
 
 
 @dataclass(frozen=True)
@@ -272,7 +279,7 @@ class ServiceReconciler:
             ),
         )
         transitions = condition_events(previous.conditions, status.conditions)
-        self._write(key, body, memory, status, transitions, done=events)
+        self._write(key, body, memory, status, transitions, now, done=events)
         self.telemetry.record(*key, decision, policy, current=applied.replicas, ready=seen.ready)
         return Outcome(status, tuple(events + transitions), decided=True)
 
@@ -332,7 +339,7 @@ class ServiceReconciler:
         )
         events = [*events, *condition_events(memory.status.conditions, status.conditions)]
         body = {"metadata": {"namespace": key[0], "name": key[1], "uid": memory.uid}}
-        self._write(key, body, memory, status, events)
+        self._write(key, body, memory, status, events, now)
         return Outcome(status, tuple(events), decided=False)
 
     # -- writes ---------------------------------------------------------------------------------
@@ -344,22 +351,24 @@ class ServiceReconciler:
         memory: Memory,
         status: InferenceServiceStatus,
         events: list[Event],
+        now: float,
         done: list[Event] | None = None,
     ) -> None:
         """Write the status, then post `events` (its transitions). `done` (workload and lever
         changes already made) is posted even when the status write is refused: the next tick
         would not see those changes happen again, while it does recompute the transitions."""
         try:
-            # A new instance (a restart, a peer taking over) refreshes the status at once.
-            refresh_s = self.status_refresh_s if memory.wrote else 0.0
-            if needs_write(status, memory.status, refresh_s):
+            since_s = None if memory.written_at is None else now - memory.written_at
+            if needs_write(
+                status, memory.status, since_write_s=since_s, refresh_s=self.status_refresh_s
+            ):
                 self.api.request(
                     "PATCH",
                     _status_path(*key),
                     body={"status": status.to_patch()},
                     content_type=MERGE_PATCH,
                 )
-                memory.status, memory.wrote = status, True
+                memory.status, memory.written_at = status, now
             memory.unwritten = None
         except Exception:
             memory.unwritten = status
@@ -405,24 +414,6 @@ class ServiceReconciler:
     def forget(self, key: ServiceKey) -> None:
         self.memory.pop(key, None)
         self.telemetry.forget(*key)
-
-
-def needs_write(
-    status: InferenceServiceStatus, written: InferenceServiceStatus, refresh_s: float
-) -> bool:
-    """Whether `status` must be written over `written` (the last status written). A change in
-    anything but the snapshot's time is written at once; a snapshot that only got newer is written
-    once `refresh_s` has passed since the written one, so that N steady services do not cost N
-    writes (and N watch events) every tick — the way the kubelet reports an unchanged node status
-    only every few minutes."""
-    if status == written:
-        return False
-    new, old = status.observed, written.observed
-    if new is None or old is None or new.time is None or old.time is None:
-        return True
-    if status.model_copy(update={"observed": new.model_copy(update={"time": old.time})}) != written:
-        return True
-    return (new.time - old.time).total_seconds() >= refresh_s
 
 
 def _carry_unwritten(

@@ -5,12 +5,20 @@ where the last decision wants them, the objective and how well it is held, a sum
 metrics snapshot with the queue / prefill / per-token breakdown that tells capacity problems from
 batch problems, the last decision that changed something and why, and the conditions.
 
+Not every tick's status is written (`needs_write`): what happened — a lever moved, a decision, a
+condition's status, reason or wording, a new generation — is written at once; readings alone (the
+snapshot summary, attainment, the numbers quoted in condition messages) move every tick under
+real traffic and are rewritten at most once per refresh period, as the kubelet reports an
+unchanged node status only every few minutes. N services then cost N writes (and N watch events
+for every watcher) per tick only when N things happen.
+
 `lastScaleTime` and `lastBatchChangeTime` are the only fields the control law reads back: after an
 operator restart they seed its state, so that cooldowns and scale-down pacing survive restarts.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -175,3 +183,39 @@ def blocked_status(
             "conditions": set_conditions(previous.conditions, updates, to_time(now), generation),
         }
     )
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def gist(status: InferenceServiceStatus) -> InferenceServiceStatus:
+    """`status` without its readings: what changes only when something happens."""
+    objective = status.objective
+    if objective is not None:
+        objective = objective.model_copy(
+            update={"attainment": None, "error_budget_remaining": None}
+        )
+    conditions = [
+        c.model_copy(update={"message": _NUMBER.sub("#", c.message)}) for c in status.conditions
+    ]
+    return status.model_copy(
+        update={"observed": None, "objective": objective, "conditions": conditions}
+    )
+
+
+def needs_write(
+    status: InferenceServiceStatus,
+    written: InferenceServiceStatus,
+    *,
+    since_write_s: float | None,
+    refresh_s: float,
+) -> bool:
+    """Whether `status` must be written over `written`, the status last written `since_write_s`
+    ago (None: never by this instance, which then writes at once — a restart or a peer taking
+    over shows itself). Changes beyond the readings are written at once, readings after
+    `refresh_s`."""
+    if status == written:
+        return False
+    if since_write_s is None or gist(status) != gist(written):
+        return True
+    return since_write_s >= refresh_s

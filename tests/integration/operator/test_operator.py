@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +112,13 @@ def test_owned_service_is_rendered_and_scaled_up_on_slow_first_tokens(
     assert "WorkloadCreated" in reasons(cluster, "chat")
 
     # Events on transitions only: more ticks of the same situation repeat none of them.
-    wait_for(lambda: _ticks_since(cluster, "chat", body) >= 3, 15, "three more ticks", operator)
+    decided = _decisions(operator, cluster, "chat")
+    wait_for(
+        lambda: _decisions(operator, cluster, "chat") >= decided + 3,
+        15,
+        "three more ticks",
+        operator,
+    )
     seen = reasons(cluster, "chat")
     for once in ("WorkloadCreated", "MetricsUnavailable", "MetricsRestored", "ObjectiveMissed"):
         assert seen.count(once) <= 1, seen
@@ -158,20 +163,12 @@ def test_owned_service_is_rendered_and_scaled_up_on_slow_first_tokens(
     assert "sloscale_tick_duration_seconds_count" in text
 
 
-def _ticks_since(cluster: Cluster, name: str, earlier: dict[str, Any]) -> int:
-    """How many snapshots newer than `earlier`'s the status has moved through (by observed time)."""
-    now = (
-        (cluster.get(cluster.isvc_path(name)) or {})
-        .get("status", {})
-        .get("observed", {})
-        .get("time", "")
-    )
-    then = earlier["status"]["observed"]["time"]
-
-    def parse(t: str) -> float:
-        return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
-
-    return int(parse(now) - parse(then)) if now else 0
+def _decisions(operator: Operator, cluster: Cluster, name: str) -> int:
+    """Ticks that decided for the service so far: its `sloscale_decisions_total`, every action.
+    (Its status is rewritten on every change but not on every tick.)"""
+    labels = f'namespace="{cluster.namespace}",service="{name}"'
+    pattern = rf"^sloscale_decisions_total\{{action=\"\w+\",{re.escape(labels)}\}} (\S+)$"
+    return int(sum(float(v) for v in re.findall(pattern, operator.scrape(), re.M)))
 
 
 def test_throughput_objective_grows_the_batch_in_the_pod_template(
@@ -376,7 +373,7 @@ def test_a_semantically_invalid_service_gets_a_condition_while_others_keep_going
     assert "TargetNotFound" in reasons(cluster, "orphan")
 
     # The healthy service beside them is reconciled tick after tick.
-    first = wait_for(
+    wait_for(
         lambda: (
             (b := cluster.get(cluster.isvc_path("steady")))
             and (b.get("status") or {}).get("observed")
@@ -386,8 +383,9 @@ def test_a_semantically_invalid_service_gets_a_condition_while_others_keep_going
         "a snapshot of the steady service",
         operator,
     )
+    decided = _decisions(operator, cluster, "steady")
     wait_for(
-        lambda: _ticks_since(cluster, "steady", first) >= 2,
+        lambda: _decisions(operator, cluster, "steady") >= decided + 2,
         15,
         "the steady service to keep ticking",
         operator,

@@ -1,8 +1,7 @@
 """What a tick costs the API server, and that the savings never cost correctness.
 
 Over real HTTP to the API emulator, with the watch-fed cache the operator runs with: a steady
-tick reads Deployments and pods from the cache and writes no status that only got a newer
-snapshot time; a tick right after the operator's own write sees that write even while the cache
+tick reads Deployments and pods from the cache and writes no status whose readings alone changed; a tick right after the operator's own write sees that write even while the cache
 still shows the old Deployment (so a decision is never applied twice); and the pure rule that
 decides when a status is written.
 """
@@ -32,9 +31,15 @@ from test_fleet_tick import (
 from sloscale.apiserver import ApiServer
 from sloscale.informers import WorkloadCache
 from sloscale.kube import KubeApi
-from sloscale.reconcile import Fleet, Outcome, ServiceReconciler, needs_write
-from sloscale.resource import InferenceServiceStatus, ObservedStatus, ReplicasStatus
-from sloscale.status import to_time
+from sloscale.reconcile import Fleet, Outcome, ServiceReconciler
+from sloscale.resource import (
+    Condition,
+    InferenceServiceStatus,
+    ObjectiveStatus,
+    ObservedStatus,
+    ReplicasStatus,
+)
+from sloscale.status import needs_write, to_time
 from sloscale.telemetry import Telemetry
 
 T = TypeVar("T")
@@ -177,37 +182,58 @@ def test_the_tick_after_a_scale_sees_it_while_the_cache_still_shows_the_old_depl
     assert events(client, "chat").count("ScaledUp") == 1
 
 
+def condition(message: str, status: str = "True", reason: str = "Fresh") -> Condition:
+    return Condition(
+        type="MetricsAvailable",
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=to_time(1_767_261_000.0),
+    )
+
+
+BEFORE = InferenceServiceStatus(
+    replicas=ReplicasStatus(current=1, ready=1, desired=1),
+    objective=ObjectiveStatus(name="p99 TTFT", target="1s", met=True, attainment="99.1%"),
+    observed=ObservedStatus(value="480ms", queue=37, time=to_time(1_767_261_600.0)),
+    conditions=[condition("2 req/s, running 8, waiting 0 on 1 pods")],
+)
+
+
+def later(**changes: Any) -> InferenceServiceStatus:
+    """BEFORE a tick later, with `changes`: readings (observed, attainment, message) or more."""
+    assert BEFORE.observed is not None and BEFORE.objective is not None
+    observed = BEFORE.observed.model_copy(
+        update={"time": to_time(1_767_261_601.0), **changes.pop("observed", {})}
+    )
+    objective = BEFORE.objective.model_copy(update=changes.pop("objective", {}))
+    return BEFORE.model_copy(update={"observed": observed, "objective": objective, **changes})
+
+
 @pytest.mark.parametrize(
-    ("change", "after_s", "written"),
+    ("status", "written_at_once"),
     [
-        ({}, 0, False),  # the same status
-        ({}, 59, False),  # only a newer snapshot, within the refresh period
-        ({}, 60, True),  # only a newer snapshot, the period has passed
-        ({"queue": 38}, 1, True),  # what was observed changed
-        ({"replicas": ReplicasStatus(current=2, ready=1, desired=2)}, 1, True),
+        # Readings alone: a newer snapshot, other numbers in it, attainment, a message's numbers.
+        (later(), False),
+        (later(observed={"value": "520ms", "queue": 40}), False),
+        (later(objective={"attainment": "98.7%"}), False),
+        (later(conditions=[condition("2.5 req/s, running 9, waiting 1 on 1 pods")]), False),
+        # Something happened: a lever, a verdict, a condition's status, reason or words.
+        (later(replicas=ReplicasStatus(current=2, ready=1, desired=2)), True),
+        (later(objective={"met": False}), True),
+        (later(conditions=[condition("Prometheus: cannot connect", "False", "QueryFailed")]), True),
+        (later(conditions=[condition("2 req/s on 1 pods; 1 pod stopped reporting")]), True),
+        (later(observed_generation=2), True),
     ],
 )
-def test_which_statuses_are_written(change: dict[str, Any], after_s: float, written: bool) -> None:
-    taken = to_time(1_767_261_600.0)
-    observed = ObservedStatus(value="480ms", queue=37, time=taken)
-    before = InferenceServiceStatus(
-        replicas=ReplicasStatus(current=1, ready=1, desired=1), observed=observed
-    )
-    later = replace_time(observed, after_s)
-    if "queue" in change:
-        later = later.model_copy(update={"queue": change["queue"]})
-    status = before.model_copy(update={"observed": later})
-    if "replicas" in change:
-        status = status.model_copy(update={"replicas": change["replicas"]})
-    assert needs_write(status, before, 60.0) is written
+def test_what_happened_is_written_at_once_readings_once_a_refresh_period(
+    status: InferenceServiceStatus, written_at_once: bool
+) -> None:
+    assert needs_write(status, BEFORE, since_write_s=1.0, refresh_s=60.0) is written_at_once
+    assert needs_write(status, BEFORE, since_write_s=60.0, refresh_s=60.0)  # refreshed
+    assert needs_write(status, BEFORE, since_write_s=None, refresh_s=60.0)  # a new instance
 
 
-def test_a_status_without_a_snapshot_is_written_when_it_differs() -> None:
-    first = InferenceServiceStatus(replicas=ReplicasStatus(current=1, ready=0, desired=1))
-    assert needs_write(first, InferenceServiceStatus(), 60.0)
-    assert not needs_write(first, first.model_copy(), 60.0)
-
-
-def replace_time(observed: ObservedStatus, after_s: float) -> ObservedStatus:
-    assert observed.time is not None
-    return observed.model_copy(update={"time": to_time(observed.time.timestamp() + after_s)})
+def test_an_unchanged_status_is_never_written() -> None:
+    assert not needs_write(BEFORE.model_copy(), BEFORE, since_write_s=600.0, refresh_s=60.0)
+    assert not needs_write(BEFORE.model_copy(), BEFORE, since_write_s=None, refresh_s=60.0)
