@@ -62,10 +62,19 @@ T = TypeVar("T")
 JSON = dict[str, Any]
 
 
+# Every wait here is for a condition, never for a time; its timeout only keeps a broken run from
+# hanging. The timeouts written in the tests are what a quiet machine needs; they are stretched by
+# this factor because the suite shares two cores with whatever else runs (other test suites,
+# builds), where pods start, Prometheus scrapes and the operator ticks several times slower.
+PATIENCE = 3.0
+
+
 def wait_for(
     check: Callable[[], T | None], timeout_s: float, what: str, *logs: OperatorProcess
 ) -> T:
-    """Poll `check` until it returns something truthy; on timeout, fail with the operators' logs."""
+    """Poll `check` until it returns something truthy; after `timeout_s` (times `PATIENCE`), fail
+    with the operators' logs."""
+    timeout_s *= PATIENCE
     deadline = time.monotonic() + timeout_s
     while True:
         value = check()
@@ -75,6 +84,21 @@ def wait_for(
             tails = "".join(f"\n--- {op.name} log ---\n{op.log_tail()}" for op in logs)
             raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}{tails}")
         time.sleep(0.2)
+
+
+def wait_ticks(
+    op: OperatorProcess, ticks: int, what: str, *, check: Callable[[], object] | None = None
+) -> None:
+    """Wait until `op` has completed `ticks` more ticks, calling `check` (which may assert) on the
+    way: "for the next N ticks" measured in ticks, not in seconds."""
+    start = op.ticks()
+
+    def done() -> bool:
+        if check is not None:
+            check()
+        return op.ticks() >= start + ticks
+
+    wait_for(done, 10 + 2 * ticks, what, op)
 
 
 def free_port() -> int:
@@ -307,6 +331,13 @@ class OperatorProcess:
                 return text
         except OSError:
             return ""
+
+    def ticks(self) -> int:
+        """Ticks completed so far (the operator's own `sloscale_tick_duration_seconds` count)."""
+        for line in self.scrape().splitlines():
+            if line.startswith("sloscale_tick_duration_seconds_count "):
+                return int(float(line.split()[1]))
+        return 0
 
     def controls(self, namespace: str, service: str) -> bool:
         """Whether this replica is ticking the service (its gauges carry it)."""

@@ -45,6 +45,7 @@ from faults_support import (
     make_tls,
     service_spec,
     wait_for,
+    wait_ticks,
 )
 
 from sloscale.apiserver.validation import CelRules, SchemaValidator
@@ -124,7 +125,7 @@ def _scenario(
             lambda: (box.replicas(namespace, "chat") or 0) >= 2, 60, "the scale-up, retried", op
         )
         scaled_at = time.time()
-        time.sleep(2)  # a few more ticks whose status writes fail
+        wait_ticks(op, 2, "a few more ticks whose status writes fail")
         box.emulator_faults("clear")
         recovered = wait_for(
             lambda: (b := box.isvc(namespace, "chat"))

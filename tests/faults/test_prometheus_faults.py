@@ -31,6 +31,7 @@ from faults_support import (
     failures,
     service_spec,
     wait_for,
+    wait_ticks,
 )
 
 WINDOW_S = 30.0  # the objective's window: the operator scales nothing down before it has seen one
@@ -87,8 +88,8 @@ def test_prometheus_outages_hold_both_levers_and_real_zero_traffic_still_scales_
             condition_now
         )
         assert condition(box.isvc(namespace, "busy"), "ObjectiveMet")["status"] == "Unknown"
-        ticks = _ticks(op)
-        wait_for(lambda: _ticks(op) >= ticks + 2 and reported(), 15, "two more ticks held", op)
+        ticks = op.ticks()
+        wait_for(lambda: op.ticks() >= ticks + 2 and reported(), 15, "two more ticks held", op)
         print(
             f"  {phase}: MetricsAvailable=False {reason}: {condition_now['message']!r}; replicas held at {held}"
         )
@@ -129,10 +130,12 @@ def test_prometheus_outages_hold_both_levers_and_real_zero_traffic_still_scales_
     back_after = time.monotonic() - recovered
     # No jump: over the next ticks the loaded service moves at most one step (its rate limit) ...
     after: list[int | None] = []
-    ticks = _ticks(op)
-    while _ticks(op) < ticks + 5:
-        after.append(box.replicas(namespace, "busy"))
-        time.sleep(0.2)
+    wait_ticks(
+        op,
+        5,
+        "five ticks after recovery",
+        check=lambda: after.append(box.replicas(namespace, "busy")),
+    )
     assert held["busy"] is not None and all(
         r is not None and abs(r - held["busy"]) <= 1 for r in after
     ), after
@@ -161,10 +164,3 @@ def _steady(box: Box, namespace: str, name: str) -> int | None:
     if current and replicas.get("desired") == current == ready:
         return current
     return None
-
-
-def _ticks(op: OperatorProcess) -> int:
-    for line in op.scrape().splitlines():
-        if line.startswith("sloscale_tick_duration_seconds_count "):
-            return int(float(line.split()[1]))
-    return 0

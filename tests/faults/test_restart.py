@@ -31,6 +31,7 @@ from faults_support import (
     forbidden,
     service_spec,
     wait_for,
+    wait_ticks,
 )
 from kubernetes.client.exceptions import ApiException
 
@@ -56,10 +57,9 @@ def test_killed_mid_scale_and_mid_rollout_the_restarted_operator_does_not_thrash
         starting = scaled - len(box.ready_pods(namespace, "chat"))
         op.start()
         seen = [box.replicas(namespace, "chat")]
-        deadline = time.monotonic() + 12
-        while time.monotonic() < deadline:  # a dozen ticks of the restarted operator
-            seen.append(box.replicas(namespace, "chat"))
-            time.sleep(0.2)
+        wait_ticks(op, 12, "a dozen ticks of the restarted operator",
+                   check=lambda: seen.append(box.replicas(namespace, "chat")))  # fmt: skip
+        seen.append(box.replicas(namespace, "chat"))
         assert min(r or 0 for r in seen) >= scaled, f"the restarted operator scaled down: {seen}"
         wait_for(
             lambda: len(box.ready_pods(namespace, "chat")) >= scaled,
@@ -90,7 +90,7 @@ def test_killed_mid_scale_and_mid_rollout_the_restarted_operator_does_not_thrash
             "the rollout to complete",
             op,
         )
-        time.sleep(3)  # more ticks: nothing may touch the template again
+        wait_ticks(op, 3, "more ticks: nothing may touch the template again")
         after = box.deployment(namespace, "chat")
         body = box.isvc(namespace, "chat")
     finally:
@@ -105,7 +105,7 @@ def test_killed_mid_scale_and_mid_rollout_the_restarted_operator_does_not_thrash
     summary = report.summary()
     print(
         f"\nkilled mid-scale at {scaled} replicas ({starting} starting): restarted, held ≥{scaled} "
-        f"(min over 12 s: {min(r or 0 for r in seen)}); killed mid-rollout with {len(rolling)} old pods left: "
+        f"(min over 12 ticks: {min(r or 0 for r in seen)}); killed mid-rollout with {len(rolling)} old pods left: "
         f"rollout completed, 1 batch change; load {summary['requests']} requests, {summary['failed']} failed"
     )
     assert summary["failed"] == 0, failures(report)
@@ -160,7 +160,7 @@ def test_with_peering_exactly_one_replica_acts_and_the_other_takes_over(
             "the leader to render the workload",
             leader,
         )
-        time.sleep(4)  # a few ticks: the standby keeps its hands off
+        wait_ticks(leader, 4, "a few ticks: the standby keeps its hands off")
         writes = [c for c in standby_calls[start:] if c.write and "/kopfpeerings/" not in c.path]
         assert writes == [], f"the standby wrote: {writes}"
         assert not standby.controls(namespace, "shared")

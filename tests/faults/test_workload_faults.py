@@ -163,14 +163,16 @@ def _workload(namespace: str, name: str) -> tuple[dict[str, Any], dict[str, Any]
 
 
 def _settled(box: Box, namespace: str, name: str, op: OperatorProcess, ticks: int = 8) -> int:
-    """The replica count once it has not changed for `ticks` seconds (ticks of 1 s)."""
-    last, since = box.replicas(namespace, name), time.monotonic()
-    deadline = since + 60
-    while time.monotonic() - since < ticks:
-        assert time.monotonic() < deadline, f"{name} kept changing its replicas:\n{op.log_tail()}"
+    """The replica count once it has not changed for `ticks` ticks of the operator."""
+    last: list[int | None] = [box.replicas(namespace, name)]
+    since = [op.ticks()]
+
+    def unchanged_for_long_enough() -> bool:
         now = box.replicas(namespace, name)
-        if now != last:
-            last, since = now, time.monotonic()
-        time.sleep(0.2)
-    assert last is not None
-    return last
+        if now != last[0]:
+            last[0], since[0] = now, op.ticks()
+        return op.ticks() >= since[0] + ticks
+
+    wait_for(unchanged_for_long_enough, 60, f"{name}'s replicas to stop changing", op)
+    assert last[0] is not None
+    return last[0]
