@@ -258,6 +258,17 @@ def test_a_two_pod_service_adds_up_what_its_pods_recorded(source: PrometheusMetr
     assert_all_within(s.queue_time, 0.0, 0.3, rps)  # vLLM's first request-phase edge is 0.3 s
     assert_all_within(s.prefill_time, 0.0, 0.3, rps)
     assert_all_within(s.decode_time, 0.8, 1.0, rps)
+    # The sums the capacity fit pairs, through Prometheus: 0.9 s of gaps per request over 39
+    # gaps (mean step 23 ms, the duplicate family again counted once), and the mix per finished
+    # request from the per-request token histograms.
+    assert s.itl_seconds_per_s == pytest.approx(rps * 0.9, rel=REL)
+    assert s.itl_tokens_per_s == pytest.approx(rps * 39, rel=REL)
+    assert s.finished_prompt_tokens_per_s == pytest.approx(
+        rps * ALPHA_REQUEST["prompt_tokens"], rel=REL
+    )
+    assert s.finished_generation_tokens_per_s == pytest.approx(
+        rps * ALPHA_REQUEST["generation_tokens"], rel=REL
+    )
 
 
 def test_bucket_edges_are_read_from_prometheus_for_each_engine_version(
