@@ -434,6 +434,12 @@ def _carry_unwritten(
     return status.model_copy(update=update) if update else status
 
 
+def _copy_body(body: Mapping[str, Any], *, with_status: bool) -> dict[str, Any]:
+    """What a tick reads of kopf's live body: metadata and spec (and the status if asked)."""
+    keep = ("metadata", "spec", "status") if with_status else ("metadata", "spec")
+    return {k: copy.deepcopy(body[k]) for k in keep if k in body}
+
+
 def _log_decision(key: ServiceKey, decision: Decision) -> None:
     level = logging.DEBUG if decision.action is Action.HOLD else logging.INFO
     logger.log(
@@ -500,7 +506,11 @@ class Fleet:
         """One fetch for every service, then each service on its own."""
         started = time.monotonic()
         # Copies taken on the loop thread: kopf updates the live bodies while workers read them.
-        bodies = {key: copy.deepcopy(dict(body)) for key, body in self.bodies.items()}
+        # The status is read only on first sight of a service (after that, memory holds it).
+        known = self.reconciler.memory
+        bodies = {
+            key: _copy_body(body, with_status=key not in known) for key, body in self.bodies.items()
+        }
         results: dict[ServiceKey, Outcome | BaseException] = {}
         if bodies:
             try:
