@@ -382,6 +382,9 @@ class Load:
     CHUNK_S = 5.0
 
     def __init__(self, url: str, rps: float, *, seed: int = 0) -> None:
+        # The generator first asks the endpoint for its model: wait until the router answers
+        # (its endpoints follow the pods' readiness a moment later).
+        wait_for(lambda: serving(url), 30, f"{url} to serve /v1/models")
         self.url = url
         self.rps = rps
         self.reports: list[LoadReport] = []
@@ -420,6 +423,15 @@ class Load:
         return LoadReport(
             self.reports[0].config, "load", records, wall_s=sum(r.wall_s for r in self.reports)
         )
+
+
+def serving(url: str) -> bool:
+    """Whether an OpenAI endpoint answers its model list."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/v1/models", timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def failures(report: LoadReport) -> str:

@@ -170,12 +170,17 @@ def test_with_peering_exactly_one_replica_acts_and_the_other_takes_over(
         wait_for(
             lambda: standby.controls(namespace, "shared"), 60, "the standby to take over", standby
         )
+        handover_s = time.monotonic() - stopped
+        # The new leader acts: a spec change only it can answer reaches the status.
+        generation = box.patch_spec(namespace, "shared", {"replicas": {"max": 3}})["metadata"][
+            "generation"
+        ]
         took_over = len(standby_calls)
         wait_for(
-            lambda: any(c.write and c.path.endswith("/shared/status") for c in standby_calls[took_over:]),
-            30, "the new leader to write status", standby,
+            lambda: any(c.write and c.path.endswith("/shared/status") for c in standby_calls[took_over:])
+            and (box.isvc(namespace, "shared") or {}).get("status", {}).get("observedGeneration") == generation,
+            30, "the new leader to write status for the new spec", standby,
         )  # fmt: skip
-        handover_s = time.monotonic() - stopped
         # Each replica, peering included, stayed within the chart's rules for a namespaced install.
         for rec in recorders:
             assert forbidden(rec.calls, watched={namespace}, peering=True) == []
@@ -186,7 +191,7 @@ def test_with_peering_exactly_one_replica_acts_and_the_other_takes_over(
             rec.close()
     print(
         f"\npeering: {leader.name} acted {acting_after:.0f}s after start, {standby.name} made no write; "
-        f"{standby.name} took over and wrote status {handover_s:.0f}s after {leader.name} stopped"
+        f"{standby.name} took over {handover_s:.0f}s after {leader.name} stopped and answered a spec change"
     )
 
 
