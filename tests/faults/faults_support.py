@@ -382,9 +382,10 @@ class Load:
     CHUNK_S = 5.0
 
     def __init__(self, url: str, rps: float, *, seed: int = 0) -> None:
-        # The generator first asks the endpoint for its model: wait until the router answers
-        # (its endpoints follow the pods' readiness a moment later).
-        wait_for(lambda: serving(url), 30, f"{url} to serve /v1/models")
+        # The model is asked for once, when the router first answers (its endpoints follow the
+        # pods' readiness a moment later); every chunk then names it, so a moment without a
+        # ready pod later on fails requests (which the report counts), not the load itself.
+        self.model = wait_for(lambda: served_model(url), 30, f"{url} to serve /v1/models")
         self.url = url
         self.rps = rps
         self.reports: list[LoadReport] = []
@@ -406,7 +407,11 @@ class Load:
                     [traces.Segment(self.CHUNK_S, self.rps)], LENGTHS, seed=self._seed
                 )
                 config = LoadConfig(
-                    url=self.url, speedup=SPEEDUP, timeout_s=120, max_in_flight=2048
+                    url=self.url,
+                    model=self.model,
+                    speedup=SPEEDUP,
+                    timeout_s=120,
+                    max_in_flight=2048,
                 )
                 self.reports.append(asyncio.run(replay(config, trace)))
         except BaseException as exc:  # noqa: BLE001 - re-raised by stop()
@@ -425,13 +430,13 @@ class Load:
         )
 
 
-def serving(url: str) -> bool:
-    """Whether an OpenAI endpoint answers its model list."""
+def served_model(url: str) -> str | None:
+    """The first model an OpenAI endpoint lists; None while it does not answer."""
     try:
         with urllib.request.urlopen(url.rstrip("/") + "/v1/models", timeout=5) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
+            return str(json.loads(response.read())["data"][0]["id"])
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
 
 
 def failures(report: LoadReport) -> str:
