@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from sloscale.sandbox.processes import free_port, stop_process
 from sloscale.sandbox.real_vllm import RealVllmServer, VllmFailed
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -136,3 +141,56 @@ class GaugeProbe:
             )
             self.times.append(time.monotonic())
             await asyncio.sleep(0.01)
+
+
+async def _probe_until(probe: GaugeProbe, done: threading.Event) -> None:
+    stop = asyncio.Event()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        probing = asyncio.create_task(probe.run(session, stop))
+        while not done.is_set():
+            await asyncio.sleep(0.02)
+        stop.set()
+        await probing
+
+
+def probe_while(url: str, work: Callable[[], T]) -> tuple[T, GaugeProbe]:
+    """Run `work()` while a `GaugeProbe` reads `url`'s gauges back to back, from a thread and an
+    event loop of its own, so that the work's clients never hold a reading back. The probe takes
+    one reading before the work starts."""
+    probe, done = GaugeProbe(url), threading.Event()
+    prober = threading.Thread(target=lambda: asyncio.run(_probe_until(probe, done)), daemon=True)
+    prober.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not probe.readings and prober.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        result = work()
+    finally:
+        done.set()
+        prober.join(90)
+    return result, probe
+
+
+def observed_burst(
+    url: str, burst: Callable[[], T], attempts: int = 3
+) -> list[tuple[T, GaugeProbe]]:
+    """`probe_while(url, burst)` until the probe has seen requests running.
+
+    On two shared cores the engine's API server can leave `/metrics` unanswered for as long as a
+    burst streams; a probe that only read the idle engine before and after measured nothing. Such a
+    burst is repeated, at most `attempts` times in all; every attempt is returned, so that a test
+    checks the cap over every reading taken.
+    """
+    runs: list[tuple[T, GaugeProbe]] = []
+    for _ in range(attempts):
+        result, probe = probe_while(url, burst)
+        runs.append((result, probe))
+        if any(running > 0 for running, _ in probe.readings):
+            break
+    return runs
+
+
+def timeline(probe: GaugeProbe) -> list[tuple[float, tuple[float, float]]]:
+    """(seconds since the first reading, (running, waiting)) for failure messages."""
+    start = probe.times[0] if probe.times else 0.0
+    return [(round(t - start, 2), r) for t, r in zip(probe.times, probe.readings, strict=True)]

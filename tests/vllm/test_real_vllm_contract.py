@@ -98,15 +98,36 @@ def shapes(body: str, content_type: str) -> dict[str, FamilyShape]:
     return out
 
 
+HISTOGRAM_COUNTERS = ("_sum", "_count")  # a histogram's own counters, read with rate()
+
+
 def exposed(family: promql.Family, scraped: dict[str, FamilyShape]) -> FamilyShape | None:
-    """The first of the family's query names (newest vLLM first) that a scrape exposes, under
-    either spelling."""
+    """The family holding the first of the family's query names (newest vLLM first) that a
+    scrape exposes, under either spelling; a `_sum` or `_count` name is a histogram's sample."""
     for variant in family.names:
         base = variant.removesuffix("_bucket").removesuffix("_total")
+        for suffix in HISTOGRAM_COUNTERS:
+            base = base.removesuffix(suffix)
         for prefix in promql.PREFIXES:
-            if (shape := scraped.get(prefix + base)) is not None:
-                return shape
+            shape = scraped.get(prefix + base)
+            if shape is None:
+                continue
+            if variant.endswith(HISTOGRAM_COUNTERS) and prefix + variant not in shape.sample_names:
+                continue
+            return shape
     return None
+
+
+def expected_type(family: promql.Family, shape: FamilyShape) -> str:
+    """The type the operator's query needs: a rate of a histogram's `_sum`/`_count` reads a
+    histogram family's counter."""
+    if family.kind is promql.Kind.RATE and any(
+        shape.name + suffix in shape.sample_names
+        for suffix in HISTOGRAM_COUNTERS
+        if any(n.endswith(suffix) for n in family.names)
+    ):
+        return "histogram"
+    return KIND_TYPES[family.kind]
 
 
 def differences(real: FamilyShape, emulated: FamilyShape | None) -> list[str]:
@@ -170,7 +191,7 @@ def test_vllm_exports_every_family_the_operator_queries(
     real, _ = scrapes
     shape = exposed(family, real)
     assert shape is not None, f"{family.key}: live vLLM exports none of {family.names}"
-    kind = KIND_TYPES[family.kind]
+    kind = expected_type(family, shape)
     assert shape.type == kind, f"{shape.name}: the operator reads a {kind}, vLLM has a {shape.type}"
 
 

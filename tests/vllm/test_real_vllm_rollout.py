@@ -2,7 +2,7 @@
 
 The operator's batch lever is vLLM's `--max-num-seqs` in the pod template; changing it rolls the
 pods, so the engine restarts with the new argument. Here the real engine runs with a cap of 2,
-eight long requests arrive at once, and its own gauges (read from `/metrics` back to back while
+twelve long requests arrive at once, and its own gauges (read from `/metrics` back to back while
 they run) must show the batch full at 2 with the rest waiting, never more than 2 running; then the
 engine is restarted with a cap of 4, as the new pod of a rolling update, and the same burst shows
 4 running and never more.
@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import numpy as np
 import pytest
-from real_vllm_support import Engine, GaugeProbe
+from real_vllm_support import Engine, GaugeProbe, observed_burst, timeline
 
 from sloscale.sandbox.loadgen import LoadConfig, LoadReport, replay
 from sloscale.sandbox.real_vllm import RealVllmServer
@@ -24,46 +23,42 @@ from sloscale.traces import Trace
 # An engine start can take minutes on two busy cores; it counts towards the first test using it.
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 
-BURST = 8
+BURST = 12  # three waves at the larger cap: requests wait behind a full batch for a while
 PROMPT_WORDS = 16
 OUTPUT_TOKENS = 224  # long enough that the waiting requests are seen: prompt + output ≤ 256
 
 
-async def burst_with_probe(server: RealVllmServer) -> tuple[LoadReport, GaugeProbe]:
-    """BURST simultaneous streaming requests, while the probe reads running/waiting."""
+def burst_with_probe(server: RealVllmServer) -> list[tuple[LoadReport, GaugeProbe]]:
+    """BURST simultaneous streaming requests, while the probe reads running/waiting (repeated
+    when `/metrics` went unanswered through a whole burst: `observed_burst`)."""
     trace = Trace(
         np.zeros(BURST),
         np.full(BURST, PROMPT_WORDS, dtype=np.int64),
         np.full(BURST, OUTPUT_TOKENS, dtype=np.int64),
         "burst",
     )
-    probe = GaugeProbe(server.url)
-    stop = asyncio.Event()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        probing = asyncio.create_task(probe.run(session, stop))
-        try:
-            report = await replay(
-                LoadConfig(url=server.url, max_context=server.max_model_len, timeout_s=180), trace
-            )
-        finally:
-            stop.set()
-            await probing
-    return report, probe
+    config = LoadConfig(url=server.url, max_context=server.max_model_len, timeout_s=180)
+    return observed_burst(server.url, lambda: asyncio.run(replay(config, trace)))
 
 
 @pytest.mark.parametrize("cap", [2, 4])
 def test_running_batch_never_exceeds_max_num_seqs(engine: Engine, cap: int) -> None:
     server = engine.ensure(cap)
-    report, probe = asyncio.run(burst_with_probe(server))
+    runs = burst_with_probe(server)
+    records = [r for report, _ in runs for r in report.records]
+    readings = [reading for _, probe in runs for reading in probe.readings]
 
-    failed = [(r.index, r.status, r.error) for r in report.records if not r.ok]
+    failed = [(r.index, r.status, r.error) for r in records if not r.ok]
     assert not failed, failed
-    assert all(r.output_tokens == OUTPUT_TOKENS for r in report.records)
+    assert all(r.output_tokens == OUTPUT_TOKENS for r in records)
 
-    over = [(running, waiting) for running, waiting in probe.readings if running > cap]
+    over = [(running, waiting) for running, waiting in readings if running > cap]
     assert not over, f"--max-num-seqs {cap}, yet vLLM reported (running, waiting) {over}"
-    queued_full = [(r, w) for r, w in probe.readings if w > 0 and r == cap]
-    assert queued_full, f"never saw the batch full at {cap} with requests waiting: {probe.readings}"
-    assert all(running + waiting <= BURST for running, waiting in probe.readings)
+    queued_full = [(r, w) for r, w in readings if w > 0 and r == cap]
+    assert queued_full, (
+        f"never saw the batch full at {cap} with requests waiting: "
+        f"{[timeline(probe) for _, probe in runs]}"
+    )
+    assert all(running + waiting <= BURST for running, waiting in readings)
     # The cap is the limit, not the load: the batch filled to it and no further.
-    assert max(running for running, _ in probe.readings) == cap
+    assert max(running for running, _ in readings) == cap

@@ -3,15 +3,16 @@
 The sandbox runs with real engines: its kubelet starts every pod of vLLM's server image as the
 vLLM CPU engine with the pod template's arguments. An InferenceService pins its batch range to
 [2, 2]; the operator renders the Deployment with `--max-num-seqs=2` and the pod comes up as a real
-engine. Under load from the load generator (a burst of eight long requests, then a trickle that
-keeps running through the change) the user moves the range to [4, 4]. The operator — not the test
+engine. Under load from the load generator (a burst of sixteen long requests straight to the pod,
+then a trickle through the Service that keeps running through the change) the user moves the
+range to [4, 4]. The operator — not the test
 — finds the batch in force out of bounds, rewrites the template, records why in its status and
 events, and the Deployment rolls: a new pod, a new engine. Then:
 
 - the new engine's command line (`/proc/<pid>/cmdline`) carries `--max-num-seqs=4`, and the old
   engine's processes are gone;
 - the engine's own `vllm:num_requests_running`, read from each pod's `/metrics` back to back
-  during a burst of eight, reaches the batch in force and never exceeds it (2, then 4), and so do
+  during a burst of sixteen, reaches the batch in force and never exceeds it (2, then 4), and so do
   the samples Prometheus scraped from each pod over the whole test;
 - no request of the trickle failed while the pods rolled.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -29,10 +29,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 import pytest
-from real_vllm_support import Engine, GaugeProbe
+from real_vllm_support import Engine, GaugeProbe, observed_burst, timeline
 
 from sloscale.kube import MERGE_PATCH, KubeApi
 from sloscale.sandbox.loadgen import LoadConfig, LoadReport, replay
@@ -45,7 +44,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.prometheus, pytest.mark.timeout(900)
 
 NS, NAME = "real-engine", "tiny"
 SERVICE_KEY = f"{NS}/{NAME}"
-BURST = 12  # three waves at the larger cap: long enough for a few of Prometheus' scrapes
+BURST = 16  # four waves at the larger cap: seconds of a full batch with requests waiting
 PROMPT_WORDS = 16
 OUTPUT_TOKENS = 224  # prompt + output ≤ the engine's 256-token context
 TRICKLE_EVERY_S, TRICKLE_TOKENS, TRICKLE_S = 2.0, 32, 180.0
@@ -167,44 +166,36 @@ def replay_through(url: str, load: Trace) -> LoadReport:
     return asyncio.run(replay(config, load))
 
 
-async def probe_until(probe: GaugeProbe, done: threading.Event) -> None:
-    stop = asyncio.Event()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        probing = asyncio.create_task(probe.run(session, stop))
-        while not done.is_set():
-            await asyncio.sleep(0.05)
-        stop.set()
-        await probing
+Burst = list[tuple[LoadReport, GaugeProbe]]
 
 
-def burst_with_probe(service_url: str, pod: str) -> tuple[LoadReport, GaugeProbe]:
-    """BURST simultaneous long requests through the Service while `pod`'s gauges are read back to
-    back — from a thread of their own, so that the streams' client never delays a reading."""
-    probe, done = GaugeProbe(pod), threading.Event()
-    prober = threading.Thread(target=lambda: asyncio.run(probe_until(probe, done)))
-    prober.start()
-    try:
-        time.sleep(0.2)  # a reading from before the burst
-        report = asyncio.run(
-            replay(
-                LoadConfig(url=service_url, max_context=256, timeout_s=300),
-                trace(BURST, 0.0, OUTPUT_TOKENS, "burst"),
-            )
-        )
-    finally:
-        done.set()
-        prober.join(60)
-    return report, probe
+def burst_with_probe(pod: str) -> Burst:
+    """BURST simultaneous long requests to `pod` while its gauges are read back to back (repeated
+    when `/metrics` went unanswered through a whole burst: `observed_burst`). The burst goes to
+    the pod itself, not through the Service's router: on two cores every proxied token is CPU the
+    engine's own `/metrics` then waits for."""
+    config = LoadConfig(url=pod, max_context=256, timeout_s=300)
+    return observed_burst(
+        pod, lambda: asyncio.run(replay(config, trace(BURST, 0.0, OUTPUT_TOKENS, "burst")))
+    )
 
 
-def check_burst(report: LoadReport, probe: GaugeProbe, cap: int) -> None:
-    failed = [(r.index, r.status, r.error) for r in report.records if not r.ok]
+def readings(burst: Burst) -> list[tuple[float, float]]:
+    return [reading for _, probe in burst for reading in probe.readings]
+
+
+def check_burst(burst: Burst, cap: int) -> None:
+    failed = [
+        (r.index, r.status, r.error) for report, _ in burst for r in report.records if not r.ok
+    ]
     assert not failed, failed
-    over = [reading for reading in probe.readings if reading[0] > cap]
+    over = [reading for reading in readings(burst) if reading[0] > cap]
     assert not over, f"--max-num-seqs {cap}, yet the engine reported (running, waiting) {over}"
-    timeline = [(round(t - probe.times[0], 2), r) for t, r in zip(probe.times, probe.readings, strict=True)]
-    assert max(running for running, _ in probe.readings) == cap, timeline
-    assert any(w > 0 for r, w in probe.readings if r == cap), "the batch never filled with requests waiting"
+    seen = [timeline(probe) for _, probe in burst]
+    assert max(running for running, _ in readings(burst)) == cap, seen
+    assert any(w > 0 for r, w in readings(burst) if r == cap), (
+        f"the batch never filled with requests waiting: {seen}"
+    )
 
 
 def prometheus_value(prometheus_url: str, expression: str) -> float | None:
@@ -248,15 +239,17 @@ def test_a_batch_change_through_the_operator_restarts_the_real_engine(
         assert "--max-num-seqs=2" in cmdline(first_pid)
         assert "vllm.entrypoints.openai.api_server" in cmdline(first_pid)
         service_url = wait_for(
-            lambda: json.loads((Path(sandbox["directory"]) / "sandbox.json").read_text())
-            .get("services", {})
-            .get(SERVICE_KEY),
+            lambda: (
+                json.loads((Path(sandbox["directory"]) / "sandbox.json").read_text())
+                .get("services", {})
+                .get(SERVICE_KEY)
+            ),
             30,
             "the Service's router",
         )
 
-        report, probe = burst_with_probe(service_url, pod_url(first))
-        check_burst(report, probe, 2)
+        before = burst_with_probe(pod_url(first))
+        check_burst(before, 2)
 
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             trickle = pool.submit(
@@ -270,16 +263,18 @@ def test_a_batch_change_through_the_operator_restarts_the_real_engine(
                 content_type=MERGE_PATCH,
             )  # fmt: skip
             second = wait_for(
-                lambda: ready_pod(api, not_named=first_name)
-                if not any(p["metadata"]["name"] == first_name for p in pods(api))
-                else None,
+                lambda: (
+                    ready_pod(api, not_named=first_name)
+                    if not any(p["metadata"]["name"] == first_name for p in pods(api))
+                    else None
+                ),
                 ENGINE_START_S,
                 "the rolled pod, ready, and the old one gone",
                 interval_s=1.0,
                 detail=lambda: log.read_text(errors="replace")[-3000:],
             )
             rolled_in_s = time.monotonic() - changed_at
-            report_after, probe_after = burst_with_probe(service_url, pod_url(second))
+            after = burst_with_probe(pod_url(second))
             trickled = trickle.result()
 
         # The operator's change, in the template and in the new engine's own command line.
@@ -294,7 +289,7 @@ def test_a_batch_change_through_the_operator_restarts_the_real_engine(
         assert not alive(first_pid), "the old engine outlived its pod"
 
         # The cap in force held on each engine, and the new one really runs four at once.
-        check_burst(report_after, probe_after, 4)
+        check_burst(after, 4)
         failed = [(r.index, r.status, r.error) for r in trickled.records if not r.ok]
         assert not failed, f"requests failed while the pods rolled: {failed}"
         time.sleep(3)  # the last burst's samples reach Prometheus (scrapes every second)
@@ -312,8 +307,9 @@ def test_a_batch_change_through_the_operator_restarts_the_real_engine(
         print(
             f"\nbatch 2→4 through the operator: rolled in {rolled_in_s:.0f}s, new engine ready "
             f"{restart_seconds(second):.0f}s after its pod was created; max running observed "
-            f"{max(r for r, _ in probe.readings):g} then {max(r for r, _ in probe_after.readings):g} "
-            f"({len(probe.readings)} and {len(probe_after.readings)} readings); "
+            f"{max(r for r, _ in readings(before)):g} then {max(r for r, _ in readings(after)):g} "
+            f"({len(readings(before))} and {len(readings(after))} readings, "
+            f"{len(before)} and {len(after)} bursts); "
             f"event: {increased[0]['message']}"
         )
     finally:
