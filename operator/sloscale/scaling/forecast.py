@@ -61,6 +61,11 @@ class Forecast:
     slope_rps_per_s: float
     horizon_s: float
     surge: float = 1.0  # the recent rise within one horizon (`surge_ratio`), ≥ 1
+    trend_rps: float | None = None  # the forecast without the surge headroom (None: forecast_rps)
+
+    @property
+    def without_surge_rps(self) -> float:
+        return self.forecast_rps if self.trend_rps is None else self.trend_rps
 
     @property
     def rising(self) -> bool:
@@ -122,6 +127,7 @@ def forecast_demand(
     floor = current_rps * surge
     if line is None or line.slope <= 0.0 or line.r2 < TREND_MIN_R2:
         slope = 0.0 if line is None else line.slope
-        return Forecast(current_rps, floor, slope, horizon_s, surge)
+        return Forecast(current_rps, floor, slope, horizon_s, surge, current_rps)
     projected = min(line.level + line.slope * horizon_s, current_rps * MAX_GROWTH_PER_HORIZON)
-    return Forecast(current_rps, max(floor, projected), line.slope, horizon_s, surge)
+    trend = max(current_rps, projected)
+    return Forecast(current_rps, max(floor, trend), line.slope, horizon_s, surge, trend)

@@ -132,10 +132,15 @@ def holds(prediction: Prediction, policy: Policy, margin: float) -> bool:
 
 
 def sizing_demand(policy: Policy, forecast: Forecast, curve: StepCurve) -> float:
-    """Requests/s to provision for: the forecast, or the throughput target when higher."""
-    tokens = policy.objective.tokens_per_s
-    if policy.objective.kind is ObjectiveKind.THROUGHPUT and tokens is not None:
-        return max(forecast.forecast_rps, tokens / curve.output_tokens)
+    """Requests/s to provision for: the forecast, or the throughput target when higher.
+
+    A throughput objective trades transient queueing within its loose latency bound for tokens
+    per GPU: it sizes for the trend, without the surge headroom a latency objective keeps.
+    """
+    if policy.objective.kind is ObjectiveKind.THROUGHPUT:
+        tokens = policy.objective.tokens_per_s
+        trend = forecast.without_surge_rps
+        return trend if tokens is None else max(trend, tokens / curve.output_tokens)
     return forecast.forecast_rps
 
 
@@ -347,7 +352,9 @@ def recommend(
     now_best, now_keep = best.replicas, keep.replicas
     if forecast.rising:
         current = (
-            sizing_demand(policy, replace(forecast, forecast_rps=forecast.current_rps), curve)
+            sizing_demand(
+                policy, replace(forecast, forecast_rps=forecast.current_rps, trend_rps=None), curve
+            )
             + backlog
         )
         now_best = cheapest(curve, cal, best.batch, current, policy, margin).replicas

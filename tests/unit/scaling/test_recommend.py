@@ -19,6 +19,7 @@ from sloscale.scaling.recommend import (
     cheapest,
     explain,
     recommend,
+    sizing_demand,
 )
 from sloscale.scaling.snapshot import MetricsSnapshot, WorkloadObservation
 from sloscale.scaling.state import Calibration, Mix
@@ -368,3 +369,17 @@ def test_a_step_in_load_is_sized_for_the_queue_it_built_not_only_for_the_new_arr
     assert rec.keep.replicas > arrivals_only
     out = explain(rec.keep, rec, policy, w, steady(60.0), judged(policy, snap), False)
     assert "to drain 400 queued within 120s of new pods being ready" in out.message
+
+
+def test_a_throughput_objective_sizes_for_the_trend_without_the_surge_headroom() -> None:
+    # Demand wandered ×1.5 within a cold start lately: a latency objective provisions for it,
+    # a throughput objective (its bound tolerates a transient queue) for the demand itself.
+    surged = Forecast(20.0, 30.0, 0.0, 120.0, surge=1.5, trend_rps=20.0)
+    latency = latency_policy(LatencyMetric.TTFT, 1.0, max_replicas=20)
+    throughput = throughput_policy(None, LatencyTarget(LatencyMetric.E2E, 0.99, 30.0))
+    assert sizing_demand(latency, surged, CURVE) == 30.0
+    assert sizing_demand(throughput, surged, CURVE) == 20.0
+    target = throughput_policy(
+        40 * CURVE.output_tokens, LatencyTarget(LatencyMetric.E2E, 0.99, 30.0)
+    )
+    assert sizing_demand(target, surged, CURVE) == pytest.approx(40.0)  # the target when higher
