@@ -115,11 +115,13 @@ def bucket_around(bounds: tuple[float, ...], value: float) -> tuple[float, float
 def assert_consistent(what: str, engine: Histogram, client: list[float], q: float) -> None:
     """The engine's q-quantile against the client's: the engine times a part of what the client
     sees (no connection or HTTP), and interpolates inside buckets. So it may not exceed the bucket
-    holding 1.5× the client's value, nor fall below the bucket holding a quarter of it."""
+    holding 1.5× the client's value, nor fall below the bucket holding a tenth of it: on two cores
+    shared with other work the client's side alone has been measured at five times the engine's
+    (TTFT p90 227 ms vs 39 ms), while a unit or clock mistake would be off by far more."""
     client_q = float(np.percentile(client, q * 100))
     engine_q = engine.quantile(q)
     assert engine_q is not None, f"{what}: the engine histogram is empty"
-    low, _ = bucket_around(engine.bounds, client_q / 4)
+    low, _ = bucket_around(engine.bounds, client_q / 10)
     _, high = bucket_around(engine.bounds, client_q * 1.5)
     assert low <= engine_q <= high, (
         f"{what} p{q * 100:g}: engine {engine_q * 1e3:.1f} ms (Prometheus) vs client "
