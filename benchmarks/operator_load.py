@@ -20,7 +20,8 @@ operator has written an observation into every service's status, then measures o
 `--ticks` ticks: each tick's duration (the operator's own `sloscale_tick_duration_seconds`), the
 operator process's CPU (user + system time from /proc over the same wall time), its resident
 memory (the peak, VmHWM), and the PromQL queries per tick (Prometheus' own
-`prometheus_http_requests_total` for `/api/v1/query`). The operator's own /metrics is scraped in
+`prometheus_http_requests_total` for `/api/v1/query`) with the time Prometheus spent answering
+them (its `prometheus_http_request_duration_seconds`). The operator's own /metrics is scraped in
 full every 30 s meanwhile, as the chart's ServiceMonitor has Prometheus do: that cost is in the CPU
 figure. `--profile DIR` samples the operator with py-spy while measuring. It prints a table and,
 with `--json`, writes
@@ -343,11 +344,18 @@ class Operator:
         self._log.close()
 
 
-def prometheus_queries(prometheus: PrometheusServer) -> float:
-    """Instant queries Prometheus has answered (its own counter, every status code)."""
+def prometheus_queries(prometheus: PrometheusServer) -> tuple[float, float]:
+    """Instant queries Prometheus has answered (its own counter, every status code), and the
+    seconds it spent answering them (from its request-duration histogram)."""
     text = requests.get(prometheus.url + "/metrics", timeout=10).text
-    pattern = r'^prometheus_http_requests_total\{[^}]*handler="/api/v1/query"[^}]*\} (\S+)$'
-    return sum(float(v) for v in re.findall(pattern, text, re.M))
+
+    def total(metric: str) -> float:
+        pattern = rf'^{metric}\{{[^}}]*handler="/api/v1/query"[^}}]*\}} (\S+)$'
+        return sum(float(v) for v in re.findall(pattern, text, re.M))
+
+    return total("prometheus_http_requests_total"), total(
+        "prometheus_http_request_duration_seconds_sum"
+    )
 
 
 # --- one measurement ----------------------------------------------------------------------------
@@ -362,6 +370,7 @@ class Step:
     tick_max_s: float
     tick_durations_s: list[float]
     queries_per_tick: float
+    prometheus_s_per_tick: float  # Prometheus' own time answering the tick's queries
     cpu_cores: float
     rss_mib: float
     peak_rss_mib: float
@@ -443,7 +452,8 @@ class Rig:
         wall = time.monotonic() - wall0
         cpu = self.operator.cpu_s() - cpu0
         load = (load0 + os.getloadavg()[0]) / 2
-        queries = prometheus_queries(self.prometheus) - queries0
+        queries_now, answering_now = prometheus_queries(self.prometheus)
+        queries, answering = queries_now - queries0[0], answering_now - queries0[1]
         done = last_count - count
         return Step(
             services=self.added,
@@ -453,6 +463,7 @@ class Rig:
             tick_max_s=max(durations),
             tick_durations_s=[round(d, 3) for d in durations],
             queries_per_tick=queries / done,
+            prometheus_s_per_tick=answering / done,
             cpu_cores=cpu / wall,
             rss_mib=max(rss),
             peak_rss_mib=self.operator.memory_mib("VmHWM"),
@@ -530,7 +541,7 @@ def run(sizes: list[int], *, tick: str, ticks: int, scrape_interval_s: float, na
                 step = rig.measure(ticks, tick_s)
             progress(
                 f"N={n}: tick {step.tick_mean_s:.2f}s mean, {step.tick_max_s:.2f}s max; "
-                f"{step.queries_per_tick:g} queries/tick; {step.cpu_cores:.2f} cores; {step.peak_rss_mib:.0f} MiB peak; "
+                f"{step.queries_per_tick:g} queries/tick answered in {step.prometheus_s_per_tick:.2f}s; {step.cpu_cores:.2f} cores; {step.peak_rss_mib:.0f} MiB peak; "
                 f"load average {step.load_average:g} on {os.cpu_count()} cores"
             )
             steps.append(step)
@@ -566,11 +577,11 @@ def main(argv: list[str] | None = None) -> int:
                     namespaces=args.namespaces, workdir=workdir, progress=lambda m: print(m, file=sys.stderr),
                     profile=args.profile)  # fmt: skip
     print(
-        f"{'services':>8} {'series':>8} {'tick mean':>9} {'tick max':>8} {'queries/tick':>12} {'CPU cores':>9} {'RSS MiB':>8} {'peak MiB':>8}"
+        f"{'services':>8} {'series':>8} {'tick mean':>9} {'tick max':>8} {'queries/tick':>12} {'PromQL s/tick':>13} {'CPU cores':>9} {'RSS MiB':>8} {'peak MiB':>8}"
     )
     for s in steps:
         print(f"{s.services:>8} {s.series:>8} {s.tick_mean_s:>8.2f}s {s.tick_max_s:>7.2f}s {s.queries_per_tick:>12g} "
-              f"{s.cpu_cores:>9.2f} {s.rss_mib:>8.0f} {s.peak_rss_mib:>8.0f}")  # fmt: skip
+              f"{s.prometheus_s_per_tick:>12.2f}s {s.cpu_cores:>9.2f} {s.rss_mib:>8.0f} {s.peak_rss_mib:>8.0f}")  # fmt: skip
     if args.json:
         args.json.write_text(
             json.dumps({"tick": args.tick, "steps": [asdict(s) for s in steps]}, indent=2)
