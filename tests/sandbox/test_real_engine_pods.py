@@ -42,7 +42,10 @@ def test_the_operators_rendered_pod_runs_with_its_own_batch_cap_and_port() -> No
         {
             "model": "meta-llama/Llama-3.1-8B-Instruct",
             "engine": {"gpus": 2, "args": ["--shutdown-timeout=100"]},
-            "objective": {"type": "Latency", "latency": {"metric": "TimeToFirstToken", "target": "1s"}},
+            "objective": {
+                "type": "Latency",
+                "latency": {"metric": "TimeToFirstToken", "target": "1s"},
+            },
             "replicas": {"min": 1, "max": 2},
         }
     )
@@ -64,7 +67,9 @@ def test_the_operators_rendered_pod_runs_with_its_own_batch_cap_and_port() -> No
 def test_settings_the_template_makes_are_kept() -> None:
     args = ["--model", "org/m", "--max-model-len", "128", "--dtype=float32", "--max-num-seqs", "3"]
 
-    compiled = PodEngine(ENGINE.python, ENGINE.model_dir, compile_model=True).argv(args, "127.9.0.3")
+    compiled = PodEngine(ENGINE.python, ENGINE.model_dir, compile_model=True).argv(
+        args, "127.9.0.3"
+    )
 
     assert compiled[3:] == [
         "--model", "/models/tiny", "--max-model-len", "128", "--dtype=float32",
@@ -85,7 +90,9 @@ def test_a_flag_keeps_its_spelling(args: list[str], expected: list[str]) -> None
     assert set_flag(args, "--host", "10.0.0.1") == expected
 
 
-def test_a_sandbox_asked_for_real_engines_without_vllm_says_how_to_install_it(tmp_path: Path) -> None:
+def test_a_sandbox_asked_for_real_engines_without_vllm_says_how_to_install_it(
+    tmp_path: Path,
+) -> None:
     config = SandboxConfig(
         tmp_path / "sandbox",
         operator=False,
