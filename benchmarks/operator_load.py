@@ -16,7 +16,8 @@ What it runs, all on loopback:
 - the operator, `sloscale run`, cluster-wide, ticking every `--tick`.
 
 For each N in `--services` (services are added, never removed, between steps) it waits until the
-operator has written an observation into every service's status, then measures over
+operator has written an observation into every service's status and then `--settle` seconds (the
+rate window, over which the newest services' readings still move), then measures over
 `--ticks` ticks: each tick's duration (the operator's own `sloscale_tick_duration_seconds`), the
 operator process's CPU (user + system time from /proc over the same wall time), its resident
 memory (the peak, VmHWM), and the PromQL queries per tick (Prometheus' own
@@ -521,7 +522,8 @@ def profiled(pid: int, out: Path | None) -> Iterator[None]:
 
 
 def run(sizes: list[int], *, tick: str, ticks: int, scrape_interval_s: float, namespaces: int, workdir: Path,
-        progress: Callable[[str], None] = print, profile: Path | None = None) -> list[Step]:  # fmt: skip
+        progress: Callable[[str], None] = print, profile: Path | None = None,
+        settle_s: float = 0.0) -> list[Step]:  # fmt: skip
     tick_s = parse_duration(tick)
     steps: list[Step] = []
     with running(
@@ -536,6 +538,9 @@ def run(sizes: list[int], *, tick: str, ticks: int, scrape_interval_s: float, na
             rig.grow_to(n)
             progress(f"N={n}: waiting until every service has been observed")
             rig.wait_all_observed(timeout_s=120 + 5 * tick_s + n * 0.2)
+            if settle_s > 0:  # the newest services' rates and conditions settle over a window
+                progress(f"N={n}: letting the services settle for {settle_s:g}s")
+                time.sleep(settle_s)
             progress(f"N={n}: measuring {ticks} ticks")
             with profiled(rig.operator.process.pid, profile and profile / f"operator-{n}.txt"):
                 step = rig.measure(ticks, tick_s)
@@ -561,6 +566,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--namespaces", type=int, default=10, help="namespaces the services spread over"
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=70.0,
+        help="seconds to wait after every service was observed before measuring (the operator "
+        "reads rates over 60 s: until then the newest services' readings and conditions move)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--workdir", type=Path, help="keep logs and Prometheus' data here")
     parser.add_argument(
@@ -575,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         steps = run(sizes, tick=args.tick, ticks=args.ticks, scrape_interval_s=args.scrape_interval,
                     namespaces=args.namespaces, workdir=workdir, progress=lambda m: print(m, file=sys.stderr),
-                    profile=args.profile)  # fmt: skip
+                    profile=args.profile, settle_s=args.settle)  # fmt: skip
     print(
         f"{'services':>8} {'series':>8} {'tick mean':>9} {'tick max':>8} {'queries/tick':>12} {'PromQL s/tick':>13} {'CPU cores':>9} {'RSS MiB':>8} {'peak MiB':>8}"
     )

@@ -1,7 +1,8 @@
 """Fixtures of the fault suite: one sandbox for the whole suite, operators and gates per test.
 
 `box` brings the sandbox up once (API emulator, Prometheus, kubelet stand-in; no operator of its
-own) and takes it down at the end. Each test then starts the operators it needs (`operators`) in a
+own) and takes it down as soon as the last test of this directory has run (a session-scoped
+fixture alone would keep it running through the rest of `make test`), whatever the tests did. Each test then starts the operators it needs (`operators`) in a
 namespace of its own, so tests do not see each other's services; everything a test started is
 stopped when it ends, whether it passed or not.
 """
@@ -21,6 +22,13 @@ from sloscale.sandbox.prometheus import PrometheusNotInstalled, find_binary
 from sloscale.sandbox.sandbox import SandboxConfig, down, up
 
 HERE = Path(__file__).parent
+_running: list[Path] = []  # the sandbox directory while one runs
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the sandbox once no test of this directory is left to run."""
+    if _running and (nextitem is None or HERE not in nextitem.path.parents):
+        down(_running.pop())
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -47,6 +55,7 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
         gpu_profile=GPU_PROFILE,
         operator=False,
     )
+    _running.append(directory)
     try:
         up(config, timeout_s=120)
         api = KubeApi.connect(str(directory / "kubeconfig"))
@@ -55,7 +64,9 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
         finally:
             api.close()
     finally:
-        down(directory)
+        if directory in _running:
+            _running.remove(directory)
+            down(directory)
 
 
 @pytest.fixture
