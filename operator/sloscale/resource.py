@@ -117,7 +117,7 @@ class EnvVar(_Model):
 
 
 class EngineSpec(_Model):
-    image: str = "vllm/vllm-openai:v0.11.0"
+    image: str = "vllm/vllm-openai:v0.32.0"
     args: list[str] = Field(default_factory=list, max_length=64)
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
     gpus: int = Field(1, ge=0, le=16)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,6 +51,13 @@ CONTAINER_NAME = "vllm"
 STARTUP_PERIOD_S = 10
 TERMINATION_GRACE_S = 120  # in-flight generations drain before SIGKILL
 PRESTOP_SLEEP_S = 10  # endpoints and load balancers drop the pod before vLLM sees SIGTERM
+# vLLM aborts every running request on SIGTERM unless `--shutdown-timeout` (v0.18+) gives it time
+# to finish them; the drain gets what the grace period leaves after the preStop sleep, less a
+# margin for the process to exit before SIGKILL.
+DRAIN_FLAG = "--shutdown-timeout"
+DRAIN_S = TERMINATION_GRACE_S - PRESTOP_SLEEP_S - 10
+DRAIN_SINCE = (0, 18)
+_VERSION_TAG = re.compile(r":v?(\d+)\.(\d+)(?:\.\d+)?[^:/@]*$")
 
 
 class WorkloadError(Exception):
@@ -85,9 +93,23 @@ def labels(name: str) -> dict[str, str]:
     }
 
 
+def drains_on_sigterm(image: str) -> bool:
+    """Whether the image's vLLM takes `--shutdown-timeout`: a version tag from v0.18 on, or any
+    other reference (`latest`, a digest), which is taken to be current."""
+    tag = _VERSION_TAG.search(image.split("@", 1)[0])
+    return tag is None or (int(tag[1]), int(tag[2])) >= DRAIN_SINCE
+
+
 def vllm_args(name: str, spec: InferenceServiceSpec, max_num_seqs: int) -> list[str]:
     """The server's arguments: the managed ones first, then `spec.engine.args` as written."""
     engine = spec.engine_or_default
+    drain = (
+        [f"{DRAIN_FLAG}={DRAIN_S}"]
+        if drains_on_sigterm(engine.image)
+        and arg_value(engine.args, DRAIN_FLAG) is None
+        and DRAIN_FLAG not in engine.args
+        else []
+    )
     return [
         f"--model={spec.model}",
         f"--served-model-name={name}",  # the model_name label on every vLLM metric
@@ -95,6 +117,7 @@ def vllm_args(name: str, spec: InferenceServiceSpec, max_num_seqs: int) -> list[
         f"--port={engine.port}",
         f"{BATCH_FLAG}={max_num_seqs}",
         f"--tensor-parallel-size={max(1, engine.gpus)}",
+        *drain,
         *engine.args,
     ]
 

@@ -28,7 +28,7 @@ def test_defaults_from_the_schema_are_filled_in(cluster: Cluster, ns: str) -> No
     spec = made["spec"]
     assert spec["mode"] == "Enforce" and spec["coldStart"] == "120s"
     assert spec["objective"]["latency"] == {"metric": "TimeToFirstToken", "target": "1s", "percentile": "p99", "window": "5m", "attainment": "99%"}
-    assert spec["engine"] == {"image": "vllm/vllm-openai:v0.11.0", "gpus": 1, "port": 8000, "startupTimeout": "30m", "gpuProfile": "H100"}
+    assert spec["engine"] == {"image": "vllm/vllm-openai:v0.32.0", "gpus": 1, "port": 8000, "startupTimeout": "30m", "gpuProfile": "H100"}
     assert spec["batching"] == {"mode": "Auto", "minMaxNumSeqs": 8, "initialMaxNumSeqs": 64, "maxMaxNumSeqs": 256, "cooldown": "15m"}
     assert "behavior" not in spec  # absent objects are not created by defaulting
 

@@ -69,6 +69,20 @@ def test_vllm_arguments_are_read_and_unknown_ones_ignored_without_eating_the_mod
     assert config.ignored_args == ("--dtype", "bfloat16", "--enforce-eager")
 
 
+@pytest.mark.parametrize(
+    ("args", "grace_s"),
+    [
+        ([], 30.0),  # no vLLM drain flag: the kubelet's grace period alone bounds the drain
+        (["--shutdown-grace=119"], 119.0),
+        (["--shutdown-grace=119", "--shutdown-timeout=100"], 100.0),
+        (["--shutdown-grace=20", "--shutdown-timeout=100"], 20.0),  # SIGKILL comes first
+        (["--shutdown-timeout=0"], 0.0),  # vLLM's default: running requests are aborted
+    ],
+)
+def test_the_drain_honours_vllms_shutdown_timeout_within_the_grace_period(args: list[str], grace_s: float) -> None:
+    assert parse_args(["m", *args]).shutdown_grace_s == grace_s
+
+
 def test_vllm_defaults_follow_the_gpu_profile() -> None:
     h100 = parse_args(["--model", "m"]).engine
     a100 = parse_args(["--model", "m", "--gpu-profile", "A100"]).engine

@@ -24,7 +24,8 @@ time it took (model seconds / X), so latencies and counter rates agree as on a r
 seconds, like Kubernetes' termination grace period.
 
 On SIGTERM the pod stops admitting (503 on new requests and on /health), finishes the requests in
-flight within the grace period, and exits.
+flight within the grace period (and within vLLM's `--shutdown-timeout` when the command line gives
+one), and exits.
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--speedup", type=float, default=1.0, help="model seconds per real second")
     p.add_argument("--startup-delay", type=float, default=0.0, help="model load time, model seconds")
     p.add_argument("--shutdown-grace", type=float, default=30.0, help="drain budget, real seconds")
+    p.add_argument(
+        "--shutdown-timeout", type=float, default=None,
+        help="vLLM's drain on SIGTERM, seconds; caps --shutdown-grace when given",
+    )
     return p
 
 
@@ -144,7 +149,8 @@ def parse_args(argv: Sequence[str]) -> EmulatorConfig:
         engine=engine,
         speedup=ns.speedup,
         startup_delay_s=max(0.0, ns.startup_delay),
-        shutdown_grace_s=max(0.0, ns.shutdown_grace),
+        shutdown_grace_s=max(0.0, min(ns.shutdown_grace, ns.shutdown_timeout)
+                             if ns.shutdown_timeout is not None else ns.shutdown_grace),
         ignored_args=tuple(ignored),
     )
 

@@ -75,8 +75,42 @@ def test_vllm_args_carry_the_managed_flags_then_the_users() -> None:
         "--port=8000",
         "--max-num-seqs=48",
         "--tensor-parallel-size=2",
+        "--shutdown-timeout=100",
         "--max-num-batched-tokens=8192",
     ]
+
+
+@pytest.mark.parametrize(
+    ("image", "drains"),
+    [
+        ("vllm/vllm-openai:v0.32.0", True),
+        ("vllm/vllm-openai:v0.18.0", True),
+        ("registry.example:5000/vllm/vllm-openai:v1.2", True),
+        ("vllm/vllm-openai:latest", True),
+        ("vllm/vllm-openai@sha256:0123abcd", True),
+        ("vllm/vllm-openai:v0.17.1", False),
+        ("registry.example:5000/vllm/vllm-openai:v0.11.0-cu128", False),
+    ],
+)
+def test_running_requests_finish_on_sigterm_where_the_image_can(image: str, drains: bool) -> None:
+    """vLLM aborts in-flight requests on SIGTERM unless told to drain (v0.18+); an older vLLM
+    would refuse the flag, so it gets none."""
+    template = render_pod_template("chat", spec(engine={"image": image}), 64)
+    (container,) = template["spec"]["containers"]
+    drain = [a for a in container["args"] if a.startswith("--shutdown-timeout")]
+    if not drains:
+        assert drain == []
+        return
+    assert drain == ["--shutdown-timeout=100"]
+    prestop_s = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert prestop_s + 100 < template["spec"]["terminationGracePeriodSeconds"]
+
+
+@pytest.mark.parametrize("given", [["--shutdown-timeout=30"], ["--shutdown-timeout", "30"]])
+def test_the_users_drain_timeout_replaces_the_operators(given: list[str]) -> None:
+    args = render_pod_template("chat", spec(engine={"args": given}), 64)["spec"]["containers"][0]["args"]
+    assert args[-len(given) :] == given
+    assert sum(a.startswith("--shutdown-timeout") for a in args) == 1
 
 
 def test_pod_suits_minutes_long_loads_gpus_shared_memory_and_scraping() -> None:
