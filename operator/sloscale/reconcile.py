@@ -489,7 +489,10 @@ class Fleet:
     def register(self, body: Mapping[str, Any]) -> None:
         """Control this service from the next tick on (`body` is kopf's live view of it)."""
         meta = body["metadata"]
-        self.bodies[(meta["namespace"], meta["name"])] = body
+        key = (meta["namespace"], meta["name"])
+        if key not in self.bodies:  # (re)gained: start from the live status, not an old memory
+            self.reconciler.forget(key)
+        self.bodies[key] = body
 
     def unregister(self, namespace: str, name: str) -> None:
         self.bodies.pop((namespace, name), None)
@@ -505,22 +508,17 @@ class Fleet:
     async def tick(self, now: float) -> dict[ServiceKey, Outcome | BaseException]:
         """One fetch for every service, then each service on its own."""
         started = time.monotonic()
-        # Copies taken on the loop thread: kopf updates the live bodies while workers read them.
-        # The status is read only on first sight of a service (after that, memory holds it).
-        known = self.reconciler.memory
-        bodies = {
-            key: _copy_body(body, with_status=key not in known) for key, body in self.bodies.items()
-        }
+        keys = list(self.bodies)
         results: dict[ServiceKey, Outcome | BaseException] = {}
-        if bodies:
+        if keys:
             try:
-                fetched = await asyncio.to_thread(self.metrics.fetch, list(bodies), now)
+                fetched = await asyncio.to_thread(self.metrics.fetch, keys, now)
             except Exception as exc:  # a source that breaks its contract still means "no data"
                 logger.exception("the metrics read failed")
                 failed = MetricsUnavailable(
                     Unavailability.QUERY_FAILED, f"reading metrics failed: {exc}"
                 )
-                fetched = dict.fromkeys(bodies, failed)
+                fetched = dict.fromkeys(keys, failed)
             missing = MetricsUnavailable(
                 Unavailability.NO_DATA, "the metrics source returned nothing"
             )
@@ -528,16 +526,24 @@ class Fleet:
 
             async def one(key: ServiceKey) -> None:
                 async with gate:
+                    # The copy is taken on the loop thread, when the service's turn comes: kopf
+                    # updates live bodies meanwhile, a service deleted or handed to a peer during
+                    # the tick is left alone, and the spec read is the newest. The status is read
+                    # only on first sight of a service (after that, memory holds it).
+                    live = self.bodies.get(key)
+                    if live is None:
+                        return
+                    body = _copy_body(live, with_status=key not in self.reconciler.memory)
                     try:
                         results[key] = await asyncio.to_thread(
-                            self.reconciler.reconcile, bodies[key], fetched.get(key, missing), now
+                            self.reconciler.reconcile, body, fetched.get(key, missing), now
                         )
                     except Exception as exc:  # one service's failure stays its own
                         logger.exception("%s/%s: reconcile failed", *key)
                         self.telemetry.reconcile_errors.labels(*key).inc()
                         results[key] = exc
 
-            await asyncio.gather(*(one(key) for key in bodies))
+            await asyncio.gather(*(one(key) for key in keys))
         self.telemetry.tick_duration.observe(time.monotonic() - started)
         self.last_tick_end = time.monotonic()
         return results

@@ -57,7 +57,8 @@ PRESTOP_SLEEP_S = 10  # endpoints and load balancers drop the pod before vLLM se
 DRAIN_FLAG = "--shutdown-timeout"
 DRAIN_S = TERMINATION_GRACE_S - PRESTOP_SLEEP_S - 10
 DRAIN_SINCE = (0, 18)
-_VERSION_TAG = re.compile(r":v?(\d+)\.(\d+)(?:\.\d+)?[^:/@]*$")
+# vLLM's own server image (`vllm/vllm-openai`, also from a mirror) with a release tag or `latest`.
+_SERVER_IMAGE = re.compile(r"(?:^|/)vllm-openai:(?:latest|v?(\d+)\.(\d+)(?:\.\d+)?)$")
 
 
 class WorkloadError(Exception):
@@ -94,10 +95,13 @@ def labels(name: str) -> dict[str, str]:
 
 
 def drains_on_sigterm(image: str) -> bool:
-    """Whether the image's vLLM takes `--shutdown-timeout`: a version tag from v0.18 on, or any
-    other reference (`latest`, a digest), which is taken to be current."""
-    tag = _VERSION_TAG.search(image.split("@", 1)[0])
-    return tag is None or (int(tag[1]), int(tag[2])) >= DRAIN_SINCE
+    """Whether the image is known to take `--shutdown-timeout`: vLLM's server image tagged v0.18
+    or later, or `latest`. Any other image (a digest, a custom build) gets no flag — an older vLLM
+    would refuse it and never start — and `spec.engine.args` can set it."""
+    tag = _SERVER_IMAGE.search(image)
+    if tag is None:
+        return False
+    return tag[1] is None or (int(tag[1]), int(tag[2])) >= DRAIN_SINCE
 
 
 def vllm_args(name: str, spec: InferenceServiceSpec, max_num_seqs: int) -> list[str]:

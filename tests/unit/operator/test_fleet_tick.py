@@ -359,3 +359,34 @@ def test_an_event_message_is_cut_to_the_api_servers_bound(api: tuple[ApiServer, 
     [posted] = [e for e in listing["items"] if e["involvedObject"]["name"] == "wordy"]
     assert posted["reason"] == "ScaledUp"
     assert posted["message"] == "x" * EVENT_MESSAGE_LIMIT
+
+
+@dataclass
+class HandoverSource(RecordingSource):
+    """While the tick reads metrics, the service `leaving` is deleted or handed to a peer."""
+
+    fleet: Fleet | None = None
+    leaving: Key = (NS, "")
+
+    def fetch(
+        self, services: Collection[Key], now: float
+    ) -> dict[Key, MetricsSnapshot | MetricsUnavailable]:
+        assert self.fleet is not None
+        self.fleet.unregister(*self.leaving)
+        return super().fetch(services, now)
+
+
+def test_a_service_let_go_during_the_tick_is_not_acted_on(api: tuple[ApiServer, KubeApi]) -> None:
+    """A service this instance stopped controlling mid-tick (deleted, or now a peer's) gets no
+    write from the tick already under way, and leaves no memory to come back with later."""
+    _, client = api
+    source = HandoverSource(slow(time.time()), leaving=(NS, "leaving"))
+    fleet = fleet_for(client, source)
+    source.fleet = fleet
+    for name in ("staying", "leaving"):
+        fleet.register(isvc(client, name))
+    results = asyncio.run(fleet.tick(time.time()))
+    assert set(results) == {(NS, "staying")}
+    assert (NS, "leaving") not in fleet.reconciler.memory
+    assert deployment(client, "leaving") is None and "status" not in fresh(client, "leaving")
+    assert deployment(client, "staying") is not None and "status" in fresh(client, "staying")
