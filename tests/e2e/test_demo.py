@@ -24,7 +24,6 @@ from e2e_support import AZURE_CONV
 from sloscale.resource import parse_spec, resolve_policy
 from sloscale.sandbox.demo import EXAMPLE, Plan, demo_spec, write_plots
 from sloscale.sandbox.loadgen import RequestRecord
-from sloscale.sandbox.prometheus import PrometheusNotInstalled, find_binary
 from sloscale.sandbox.scenario import Sample
 
 
@@ -110,13 +109,7 @@ def alive(pid: int) -> bool:
 @pytest.mark.e2e
 @pytest.mark.prometheus
 @pytest.mark.timeout(180)
-def test_ctrl_c_during_the_demo_leaves_nothing_running(tmp_path: Path) -> None:
-    try:
-        find_binary()
-    except PrometheusNotInstalled as missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the demo test: {missing}")
-        pytest.skip(str(missing))
+def test_ctrl_c_during_the_demo_leaves_nothing_running(tmp_path: Path, prometheus_binary: str) -> None:
     if not AZURE_CONV.is_file():
         pytest.skip(f"{AZURE_CONV} is missing")
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}

@@ -9,7 +9,6 @@ stopped when it ends, whether it passed or not.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ import pytest
 from faults_support import COLD_START_S, GPU_PROFILE, SPEEDUP, Box, OperatorProcess, PrometheusGate
 
 from sloscale.kube import KubeApi
-from sloscale.sandbox.prometheus import PrometheusNotInstalled, find_binary
 from sloscale.sandbox.sandbox import SandboxConfig, down, up
 
 HERE = Path(__file__).parent
@@ -40,13 +38,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
-    try:
-        find_binary()
-    except PrometheusNotInstalled as missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the fault suite: {missing}")
-        pytest.skip(str(missing))
+def box(tmp_path_factory: pytest.TempPathFactory, prometheus_binary: str) -> Iterator[Box]:
     directory = tmp_path_factory.mktemp("faults-sandbox")
     config = SandboxConfig(
         directory,

@@ -34,7 +34,7 @@ from traffic import Load, ServiceTraffic
 
 from sloscale.kube import MERGE_PATCH, KubeApi
 from sloscale.sandbox import processes
-from sloscale.sandbox.prometheus import PrometheusNotInstalled, PrometheusServer, find_binary
+from sloscale.sandbox.prometheus import PrometheusServer
 
 ROOT = Path(__file__).parents[3]
 CRD = ROOT / "crds" / "inferenceservice.yaml"
@@ -133,15 +133,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    try:
-        binary = find_binary()
-    except PrometheusNotInstalled as missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the operator's integration tests: {missing}")
-        pytest.skip(str(missing))
+def prometheus(
+    tmp_path_factory: pytest.TempPathFactory, prometheus_binary: str
+) -> Iterator[PrometheusServer]:
     with PrometheusServer(
-        tmp_path_factory.mktemp("prom"), binary=binary, scrape_interval_s=1.0
+        tmp_path_factory.mktemp("prom"), binary=prometheus_binary, scrape_interval_s=1.0
     ) as server:
         yield server
 
