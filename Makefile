@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 lint: install
-	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff check --no-cache operator tests
 
 typecheck: install
 	$(VENV)/bin/mypy

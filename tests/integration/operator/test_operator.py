@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Cluster, Operator, Pods, wait_for
 from kubernetes.client.exceptions import ApiException
 from traffic import FAST, SLOW_FIRST_TOKENS, Load
+
+from conftest import Cluster, Operator, Pods, wait_for
 
 ROOT = Path(__file__).parents[3]
 KUBECTL = Path(sys.executable).parent / "kubectl"

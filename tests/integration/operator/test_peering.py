@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Cluster, Operator, Pods, _healthy, wait_for
 from kubernetes.client.exceptions import ApiException
 from traffic import FAST
 
+from conftest import Cluster, Operator, Pods, _healthy, wait_for
 from sloscale.sandbox.processes import free_port
 from sloscale.sandbox.prometheus import PrometheusServer
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Cluster, Operator, wait_for
 
+from conftest import Cluster, Operator, wait_for
 from sloscale.sandbox.processes import free_port, stop_process
 
 ROOT = Path(__file__).parents[3]
