@@ -11,13 +11,24 @@ current from the event stream. This module is that, small and on plain JSON dict
   resourceVersion seen; a 410 Gone (that version is compacted away) or a broken connection leads
   to a fresh LIST, which replaces the cache whole so that deletions missed meanwhile disappear.
   It runs in a thread of its own (the API port is synchronous), and readers take a short lock.
+- A LIST that keeps failing (or a watch that keeps breaking) is retried with a doubling, capped
+  and jittered back-off, and the informer says so: once it has not been following the API for
+  `stale_after_s`, it is no longer `fresh`, readers are told "not known" and go to the API
+  instead of an arbitrarily old cache. The state is logged once per change (failing, stale,
+  current again), not per retry, and `InformerCollector` exports it on the operator's /metrics.
 - `WorkloadCache` holds the Deployment and Pod informers the reconciler needs, one pair per scope:
   cluster-wide when the operator watches every namespace, else one pair per watched namespace,
   started the first time a service in that namespace is read (namespace patterns need no
-  special case). Until an informer has listed once, readers are told "not known" and read the
-  API directly.
-- Pods are cached trimmed to what the control loop reads (labels, creation and deletion times,
-  the Ready condition, restart counts): a cluster-wide pod cache then costs little memory.
+  special case) and stopped when the last service there goes. Until an informer has listed
+  once, readers are told "not known" and read the API directly.
+- Only what is the operator's is cached: both informers select, on the server, objects carrying
+  the `sloscale.dev/service` label (rendered Deployments and their pods carry it; pods of an
+  attached Deployment must carry it for their metrics to be attributed), so a cluster's other
+  Deployments and pods never reach the operator. Deployments are kept trimmed to what the
+  reconciler reads (identity, the template hash, replicas, selector, the containers' names and
+  arguments, the rollout counts), pods to what the control loop reads (labels, creation and
+  deletion times, the Ready condition, restart counts). What the cache does not hold — an
+  attached Deployment without the label, one the operator is about to adopt — is read with a GET.
 
 What the cache does not decide: freshness after the operator's own writes. The reconciler knows
 which resourceVersion its own write superseded and reads the API directly while the cache still
@@ -32,13 +43,17 @@ import logging
 import random
 import socket
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from sloscale.kube import KubeApi
+from sloscale.resource import SERVICE_LABEL
 
 logger = logging.getLogger("sloscale.informers")
 
@@ -47,7 +62,8 @@ Transform = Callable[[Obj], Obj]
 PAGE_SIZE = 500
 WATCH_TIMEOUT_S = 300  # the server ends a watch after about this long (jittered); it is re-opened
 READ_SLACK_S = 30.0  # a watch silent this much longer than its timeout is presumed dead
-BACKOFF_S = (0.5, 10.0)  # after a failed LIST or a broken watch: doubling, capped
+BACKOFF_S = (0.5, 30.0)  # after a failed LIST or a broken watch: doubling, capped, jittered
+STALE_AFTER_S = 30.0  # not following the API this long: readers go to the API instead
 
 
 class Gone(Exception):
@@ -58,7 +74,8 @@ class Informer:
     """One kind in one scope, listed once and then kept current by a watch, in its own thread.
 
     `path` is the collection, e.g. `/apis/apps/v1/deployments` (every namespace) or
-    `/api/v1/namespaces/ns/pods`. Objects handed out are shared: callers must not change them.
+    `/api/v1/namespaces/ns/pods`; `label_selector` restricts it on the server, on the LIST and
+    the WATCH alike. Objects handed out are shared: callers must not change them.
     """
 
     def __init__(
@@ -66,18 +83,29 @@ class Informer:
         api: KubeApi,
         path: str,
         *,
+        label_selector: str = "",
         transform: Transform | None = None,
         watch_timeout_s: int = WATCH_TIMEOUT_S,
         backoff_s: tuple[float, float] = BACKOFF_S,
+        stale_after_s: float = STALE_AFTER_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api = api
         self.path = path
+        self.label_selector = label_selector
         self.transform = transform
         self.watch_timeout_s = watch_timeout_s
         self.backoff_s = backoff_s
+        self.stale_after_s = stale_after_s
+        self.clock = clock
         self.resource_version = ""
         self.lists = 0  # LISTs made: the first, then one per relist
         self.expired = 0  # watches refused with 410 Gone
+        self.failures = 0  # failed LISTs and broken watches, each followed by a back-off
+        # Since when the informer has not been following the API (None: it is); set on the
+        # first failure, cleared by the next successful LIST.
+        self.failing_since: float | None = None
+        self._stale_logged = False
         self._by_namespace: dict[str, dict[str, Obj]] = {}
         self._lock = threading.Lock()
         self._synced = threading.Event()
@@ -91,6 +119,19 @@ class Informer:
     def synced(self) -> bool:
         """Whether the cache has been listed at least once (before that it knows nothing)."""
         return self._synced.is_set()
+
+    @property
+    def fresh(self) -> bool:
+        """Listed, and following the API or failing for less than `stale_after_s`: a cache worth
+        reading. A stale one keeps its objects (a recovery needs them no more than a start does)
+        but readers are told to go to the API."""
+        since = self.failing_since
+        return self.synced and (since is None or self.clock() - since < self.stale_after_s)
+
+    def failing_s(self) -> float:
+        """How long the informer has not been following the API (0 while it is)."""
+        since = self.failing_since
+        return 0.0 if since is None else max(0.0, self.clock() - since)
 
     def wait_synced(self, timeout_s: float) -> bool:
         return self._synced.wait(timeout_s)
@@ -133,6 +174,7 @@ class Informer:
             try:
                 self._list()
                 delay = self.backoff_s[0]
+                self._recovered()
                 while not self._stopping.is_set():
                     self._watch()  # returns when the server ends the watch: re-open from where it was
             except Gone:
@@ -146,12 +188,47 @@ class Informer:
             except Exception as exc:  # noqa: BLE001 - any failure: back off, then list again
                 if self._stopping.is_set():
                     return
-                logger.warning(
-                    "%s: watch failed (%s); listing again in %.1fs", self.path, exc, delay
-                )
-                if self._stopping.wait(delay):
+                self._failed(exc)
+                # Jittered, so that informers (and operator replicas) cut off by one API outage
+                # do not all list again at the same moment.
+                pause = random.uniform(delay / 2, delay)  # noqa: S311 - jitter only
+                if self._stopping.wait(pause):
                     return
                 delay = min(delay * 2, self.backoff_s[1])
+                self._note_stale()
+
+    def _failed(self, exc: Exception) -> None:
+        """Count a failure; log only the first of a run of them (the state change)."""
+        self.failures += 1
+        if self.failing_since is None:
+            self.failing_since = self.clock()
+            logger.warning(
+                "%s: list/watch failed (%s); retrying with back-off, reads go to the API "
+                "if it still fails after %gs",
+                self.path,
+                exc,
+                self.stale_after_s,
+            )
+        else:
+            logger.debug("%s: list/watch failed again: %s", self.path, exc)
+
+    def _note_stale(self) -> None:
+        if self.synced and not self.fresh and not self._stale_logged:
+            self._stale_logged = True
+            logger.warning(
+                "%s: not following the API for %.0fs: the cache is stale, reads go to the API",
+                self.path,
+                self.failing_s(),
+            )
+
+    def _recovered(self) -> None:
+        if self.failing_since is not None:
+            logger.warning(
+                "%s: listed again after %.0fs of failures; the cache is current",
+                self.path,
+                self.failing_s(),
+            )
+        self.failing_since, self._stale_logged = None, False
 
     def _list(self) -> None:
         """A full LIST in pages; the cache is replaced whole, so objects deleted meanwhile go."""
@@ -159,6 +236,8 @@ class Informer:
         token = ""
         while True:
             query = [("limit", str(PAGE_SIZE))] + ([("continue", token)] if token else [])
+            if self.label_selector:
+                query.append(("labelSelector", self.label_selector))
             page = self.api.request("GET", self.path, query=query)
             for item in page.get("items") or []:
                 meta = item["metadata"]
@@ -180,6 +259,8 @@ class Informer:
             ("allowWatchBookmarks", "true"),
             ("timeoutSeconds", str(timeout)),
         ]
+        if self.label_selector:
+            query.append(("labelSelector", self.label_selector))
         try:
             response = self.api.stream(
                 "GET", self.path, query=query, read_timeout_s=timeout + READ_SLACK_S
@@ -223,6 +304,54 @@ class Informer:
         return self.transform(obj) if self.transform is not None else obj
 
 
+def trim_deployment(deployment: Obj) -> Obj:
+    """What the reconciler reads of a Deployment: identity, its labels and the operator's own
+    annotations (the template hash), replicas, selector, the pod template's labels and its
+    containers' names and arguments (the batch lever), and the rollout's counts."""
+    meta = deployment.get("metadata") or {}
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    kept_meta = (
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "labels",
+        "ownerReferences",
+        "creationTimestamp",
+        "deletionTimestamp",
+    )
+    trimmed_meta = {k: meta[k] for k in kept_meta if k in meta}
+    ours = {
+        k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith("sloscale.dev/")
+    }
+    if ours:
+        trimmed_meta["annotations"] = ours
+    template = spec.get("template") or {}
+    containers = [
+        {k: c[k] for k in ("name", "command", "args") if k in c}
+        for c in (template.get("spec") or {}).get("containers") or []
+    ]
+    kept_spec = {k: spec[k] for k in ("replicas", "selector", "paused") if k in spec}
+    kept_spec["template"] = {
+        "metadata": {"labels": (template.get("metadata") or {}).get("labels") or {}},
+        "spec": {"containers": containers},
+    }
+    counts = (
+        "observedGeneration",
+        "replicas",
+        "updatedReplicas",
+        "readyReplicas",
+        "availableReplicas",
+        "unavailableReplicas",
+    )
+    return {
+        "metadata": trimmed_meta,
+        "spec": kept_spec,
+        "status": {k: status[k] for k in counts if k in status},
+    }
+
+
 def trim_pod(pod: Obj) -> Obj:
     """What the control loop reads of a pod: identity, labels, times, readiness, restarts."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
@@ -248,7 +377,10 @@ def trim_pod(pod: Obj) -> Obj:
 
 
 class WorkloadCache:
-    """Deployments and Pods, one informer of each per scope (all namespaces, or one namespace)."""
+    """Deployments and Pods, one informer of each per scope (all namespaces, or one namespace).
+
+    Both select `sloscale.dev/service` on the server; `pods` answers only for a selector on
+    that label (pods selected otherwise may lack it, and only the API knows them all)."""
 
     def __init__(self, api: KubeApi, *, all_namespaces: bool, **informer: Any) -> None:
         self.api = api
@@ -266,28 +398,34 @@ class WorkloadCache:
             pair = self._scopes.get(scope)
             if pair is None:
                 prefix = f"/namespaces/{scope}" if scope else ""
+                args = {"label_selector": SERVICE_LABEL, **self._informer_args}
                 pair = (
                     Informer(
-                        self.api, f"/apis/apps/v1{prefix}/deployments", **self._informer_args
+                        self.api,
+                        f"/apis/apps/v1{prefix}/deployments",
+                        transform=trim_deployment,
+                        **args,
                     ).start(),
-                    Informer(
-                        self.api, f"/api/v1{prefix}/pods", transform=trim_pod, **self._informer_args
-                    ).start(),
+                    Informer(self.api, f"/api/v1{prefix}/pods", transform=trim_pod, **args).start(),
                 )
                 self._scopes[scope] = pair
             return pair
 
     def deployment(self, namespace: str, name: str) -> Obj | None:
-        """The cached Deployment; None when it is not cached (absent, or not listed yet)."""
+        """The cached Deployment; None when the cache cannot say (absent or not labelled, not
+        listed yet, or stale)."""
         pair = self._scope(namespace)
-        if pair is None or not pair[0].synced:
+        if pair is None or not pair[0].fresh:
             return None
         return pair[0].get(namespace, name)
 
     def pods(self, namespace: str, match_labels: Mapping[str, str]) -> list[Obj] | None:
-        """The cached pods matching the labels; None until the pod cache has listed once."""
+        """The cached pods matching the labels; None when the cache cannot say (a selector not
+        on `sloscale.dev/service`, not listed yet, or stale)."""
+        if SERVICE_LABEL not in match_labels:
+            return None
         pair = self._scope(namespace)
-        if pair is None or not pair[1].synced or not match_labels:
+        if pair is None or not pair[1].fresh:
             return None
         return pair[1].select(namespace, match_labels)
 
@@ -295,9 +433,65 @@ class WorkloadCache:
         with self._lock:
             return [informer for pair in self._scopes.values() for informer in pair]
 
+    def retain(self, namespaces: Collection[str]) -> list[Informer]:
+        """Stop the per-namespace informers of every namespace not in `namespaces` (no service
+        left there); returns them. Cluster-wide informers stay until `close`. It does not wait
+        for their threads (it may run on the event loop): each ends on its own within moments."""
+        if self.all_namespaces:
+            return []
+        with self._lock:
+            gone = [scope for scope in self._scopes if scope not in namespaces]
+            stopped = [informer for scope in gone for informer in self._scopes.pop(scope)]
+        for informer in stopped:
+            informer.stop(timeout_s=0)
+        return stopped
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
             informers = [informer for pair in self._scopes.values() for informer in pair]
         for informer in informers:
             informer.stop()
+
+    def collector(self) -> InformerCollector:
+        return InformerCollector(self)
+
+
+class InformerCollector(Collector):
+    """The caches' state on the operator's /metrics, read when scraped."""
+
+    _LABELS = (
+        "Labels: resource: deployments or pods; namespace: a watched namespace, or empty when "
+        "the operator watches all of them."
+    )
+
+    def __init__(self, cache: WorkloadCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        fresh = GaugeMetricFamily(
+            "sloscale_informer_fresh",
+            "1 while the watch-fed cache is listed and following the API; 0 before its first list "
+            f"and once it has failed for longer than its staleness bound (reads go to the API). "
+            f"{self._LABELS}",
+            labels=("resource", "namespace"),
+        )
+        failing = GaugeMetricFamily(
+            "sloscale_informer_failing_seconds",
+            "Seconds the cache's list or watch has been failing (0 while it follows the API). "
+            f"{self._LABELS}",
+            labels=("resource", "namespace"),
+        )
+        size = GaugeMetricFamily(
+            "sloscale_informer_objects",
+            f"Objects held in the cache. {self._LABELS}",
+            labels=("resource", "namespace"),
+        )
+        for informer in self.cache.informers():
+            parts = informer.path.strip("/").split("/")
+            namespace = parts[parts.index("namespaces") + 1] if "namespaces" in parts else ""
+            labels = (parts[-1], namespace)
+            fresh.add_metric(labels, 1.0 if informer.fresh else 0.0)
+            failing.add_metric(labels, informer.failing_s())
+            size.add_metric(labels, float(len(informer)))
+        yield from (fresh, failing, size)

@@ -26,9 +26,11 @@ both are rebuilt: the state from the workload and the status's `lastScaleTime` /
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
@@ -132,18 +134,26 @@ class ServiceReconciler:
         self.memory: dict[ServiceKey, Memory] = {}
         # Deployment → the resourceVersions our own writes to it replaced: while the cache still
         # shows one of them it lags those writes, and the Deployment is read from the API.
+        # Worker threads reconcile services side by side: both maps are kept under `_lock`.
         self.superseded: dict[tuple[str, str], set[str]] = {}
+        self._targets: dict[ServiceKey, str] = {}  # service → the Deployment it reads
+        self._lock = threading.Lock()
 
     # -- reads: the cache first, the API when the cache cannot be trusted -----------------------
 
-    def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The Deployment from the cache, unless the cache does not have it (not listed yet, or
-        absent: confirmed by a GET) or still shows a version our own write has replaced."""
+    def read_deployment(
+        self, namespace: str, name: str, *, service: str | None = None
+    ) -> dict[str, Any] | None:
+        """The Deployment from the cache, unless the cache does not have it (not listed yet,
+        stale, or absent: confirmed by a GET) or still shows a version our own write has
+        replaced. `service` is the InferenceService reading it (default: its namesake)."""
         cached = self.cache.deployment(namespace, name) if self.cache is not None else None
-        stale = self.superseded.get((namespace, name), set())
-        if cached is not None and cached["metadata"].get("resourceVersion") not in stale:
-            self.superseded.pop((namespace, name), None)  # the cache has caught up
-            return cached
+        with self._lock:
+            self._targets[(namespace, service or name)] = name
+            stale = self.superseded.get((namespace, name), set())
+            if cached is not None and cached["metadata"].get("resourceVersion") not in stale:
+                self.superseded.pop((namespace, name), None)  # the cache has caught up
+                return cached
         return self.workloads.get_deployment(namespace, name)
 
     def read_pods(self, namespace: str, deployment: dict[str, Any]) -> list[dict[str, Any]]:
@@ -157,8 +167,9 @@ class ServiceReconciler:
         """Our write replaced this version of the Deployment (the one read this tick)."""
         meta = deployment["metadata"]
         if meta.get("resourceVersion"):
-            key = (meta["namespace"], meta["name"])
-            self.superseded[key] = self.superseded.get(key, set()) | {meta["resourceVersion"]}
+            with self._lock:
+                versions = self.superseded.setdefault((meta["namespace"], meta["name"]), set())
+                versions.add(meta["resourceVersion"])
 
     # -- the workload ---------------------------------------------------------------------------
 
@@ -179,7 +190,7 @@ class ServiceReconciler:
         namespace, name = meta["namespace"], meta["name"]
         if spec.scale_target_ref is not None:
             target = spec.scale_target_ref.name
-            found = self.read_deployment(namespace, target)
+            found = self.read_deployment(namespace, target, service=name)
             if found is None:
                 raise WorkloadError(
                     Reason.TARGET_NOT_FOUND,
@@ -412,8 +423,14 @@ class ServiceReconciler:
             logger.warning("cannot post event %s: %s", event.reason.value, error_message(exc))
 
     def forget(self, key: ServiceKey) -> None:
+        """Drop what is remembered of a service: its memory, its telemetry, and the versions
+        of its Deployment that our writes replaced (unless another service reads it too)."""
         self.memory.pop(key, None)
         self.telemetry.forget(*key)
+        with self._lock:
+            target = (key[0], self._targets.pop(key, key[1]))
+            if target not in ((ns, name) for (ns, _), name in self._targets.items()):
+                self.superseded.pop(target, None)
 
 
 def _carry_unwritten(
@@ -481,7 +498,8 @@ class Fleet:
     telemetry: Telemetry
     tick_interval_s: float
     clock: Callable[[], float] = time.time
-    concurrency: int = 4
+    concurrency: int = 4  # services reconciled side by side, each batch in a worker thread
+    batch_size: int = 16  # services per worker-thread hop: one hop each cost a sixth of a tick
     bodies: dict[ServiceKey, Mapping[str, Any]] = field(default_factory=dict)
     last_tick_end: float | None = None
     started_at: float = field(default_factory=time.monotonic)
@@ -497,6 +515,12 @@ class Fleet:
     def unregister(self, namespace: str, name: str) -> None:
         self.bodies.pop((namespace, name), None)
         self.reconciler.forget((namespace, name))
+        self._release_caches()
+
+    def _release_caches(self) -> None:
+        """Stop the watch-fed caches of namespaces where no service is left."""
+        if self.reconciler.cache is not None:
+            self.reconciler.cache.retain({namespace for namespace, _ in self.bodies})
 
     async def ensure_workload(self, body: Mapping[str, Any]) -> None:
         """Render or check one workload right away (create/update/resume), outside the tick."""
@@ -506,7 +530,8 @@ class Fleet:
             await asyncio.to_thread(self.reconciler.post_event, snapshot, event)
 
     async def tick(self, now: float) -> dict[ServiceKey, Outcome | BaseException]:
-        """One fetch for every service, then each service on its own."""
+        """One fetch for every service, then each service on its own, in batches: `concurrency`
+        worker threads each take the next `batch_size` services, one hop per batch."""
         started = time.monotonic()
         keys = list(self.bodies)
         results: dict[ServiceKey, Outcome | BaseException] = {}
@@ -522,28 +547,39 @@ class Fleet:
             missing = MetricsUnavailable(
                 Unavailability.NO_DATA, "the metrics source returned nothing"
             )
-            gate = asyncio.Semaphore(self.concurrency)
+            pending = collections.deque(keys)
 
-            async def one(key: ServiceKey) -> None:
-                async with gate:
-                    # The copy is taken on the loop thread, when the service's turn comes: kopf
-                    # updates live bodies meanwhile, a service deleted or handed to a peer during
-                    # the tick is left alone, and the spec read is the newest. The status is read
-                    # only on first sight of a service (after that, memory holds it).
-                    live = self.bodies.get(key)
-                    if live is None:
-                        return
-                    body = _copy_body(live, with_status=key not in self.reconciler.memory)
+            def reconcile(batch: list[tuple[ServiceKey, dict[str, Any]]]) -> None:
+                for key, body in batch:
+                    if key not in self.bodies:  # let go since its batch was taken
+                        continue
                     try:
-                        results[key] = await asyncio.to_thread(
-                            self.reconciler.reconcile, body, fetched.get(key, missing), now
+                        results[key] = self.reconciler.reconcile(
+                            body, fetched.get(key, missing), now
                         )
                     except Exception as exc:  # one service's failure stays its own
                         logger.exception("%s/%s: reconcile failed", *key)
                         self.telemetry.reconcile_errors.labels(*key).inc()
                         results[key] = exc
 
-            await asyncio.gather(*(one(key) for key in keys))
+            async def worker() -> None:
+                while pending:
+                    # The copies are taken on the loop thread, when their batch's turn comes:
+                    # kopf updates live bodies meanwhile, a service deleted or handed to a peer
+                    # during the tick is left alone, and the spec read is the newest. The status
+                    # is read only on first sight of a service (after that, memory holds it).
+                    batch: list[tuple[ServiceKey, dict[str, Any]]] = []
+                    while pending and len(batch) < self.batch_size:
+                        key = pending.popleft()
+                        live = self.bodies.get(key)
+                        if live is not None:
+                            first = key not in self.reconciler.memory
+                            batch.append((key, _copy_body(live, with_status=first)))
+                    if batch:
+                        await asyncio.to_thread(reconcile, batch)
+
+            await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+            self._release_caches()  # any a service let go mid-tick had started again
         self.telemetry.tick_duration.observe(time.monotonic() - started)
         self.last_tick_end = time.monotonic()
         return results

@@ -13,6 +13,7 @@ import pytest
 from sloscale.apiserver import ApiServer
 from sloscale.informers import Informer, WorkloadCache, trim_pod
 from sloscale.kube import MERGE_PATCH, KubeApi
+from sloscale.resource import SERVICE_LABEL
 
 NS = "default"
 DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
@@ -207,7 +208,7 @@ def test_the_workload_cache_says_unknown_until_listed_then_answers_per_namespace
     api: tuple[ApiServer, KubeApi],
 ) -> None:
     _, client = api
-    client.request("POST", DEPLOYMENTS, body=deployment("a", {"app": "a"}))
+    client.request("POST", DEPLOYMENTS, body=deployment("a", {SERVICE_LABEL: "a"}))
     client.request("POST", "/api/v1/namespaces", body={"metadata": {"name": "other"}})
     cache = WorkloadCache(client, all_namespaces=False)
     try:
@@ -215,8 +216,9 @@ def test_the_workload_cache_says_unknown_until_listed_then_answers_per_namespace
         assert first is None or first["metadata"]["name"] == "a"
         found = eventually(lambda: cache.deployment(NS, "a"), "the namespace's Deployments")
         assert found["spec"]["replicas"] == 1
-        assert eventually(lambda: cache.pods(NS, {"app": "a"}) is not None, "the pods") is True
-        assert cache.pods(NS, {"app": "a"}) == []
+        selector = {SERVICE_LABEL: "a"}
+        assert eventually(lambda: cache.pods(NS, selector) is not None, "the pods") is True
+        assert cache.pods(NS, selector) == []
         assert cache.pods(NS, {}) is None  # no selector: nothing the cache can answer
         assert cache.deployment("other", "a") is None
         paths = sorted(i.path for i in cache.informers())
