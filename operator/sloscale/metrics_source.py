@@ -12,6 +12,11 @@ same number whatever the number of services — evaluated at `now`, and assemble
 - `Malformed` when an answer cannot be read: NaN or negative values, a `le` that is not a number,
   a histogram without its +Inf bucket.
 
+A snapshot comes as a `ServiceSnapshot`: the `MetricsSnapshot` the control law reads, plus each
+pod's requests in flight (`in_flight_by_pod`), which only the operator's edge reads — to annotate
+the least-loaded pods as the first to go on a scale-down. That per-pod reading is optional: a pod
+without it, or with an unusable value, is left out, and the snapshot stands.
+
 Nothing in a data problem raises out of `fetch`: the control law holds on an unavailable snapshot,
 and the reason goes into the resource's status. The synchronous HTTP client
 (`prometheus-api-client`) keeps this module simple; the operator calls `fetch` through
@@ -26,7 +31,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +60,14 @@ class MalformedAnswer(ValueError):
 class Sample:
     labels: Mapping[str, str]
     value: float
+
+
+@dataclass(frozen=True)
+class ServiceSnapshot(MetricsSnapshot):
+    """A service's snapshot with the requests each of its pods holds (running plus waiting), by
+    pod name, at the same instant."""
+
+    in_flight_by_pod: Mapping[str, float] = field(default_factory=dict)
 
 
 def parse_vector(result: object, service_label: str) -> dict[ServiceKey, list[Sample]]:
@@ -196,7 +209,7 @@ def _snapshot(
     itl = histogram(promql.ITL)
     itl_seconds = optional(promql.ITL_SUM)
 
-    return MetricsSnapshot(
+    return ServiceSnapshot(
         taken_at=now,
         window_s=queries.rate_window_s,
         pods_reporting=int(pods),
@@ -217,7 +230,18 @@ def _snapshot(
         itl_tokens_per_s=None if itl_seconds is None else itl.total,
         finished_prompt_tokens_per_s=optional(promql.FINISHED_PROMPT_TOKENS),
         finished_generation_tokens_per_s=optional(promql.FINISHED_GENERATION_TOKENS),
+        in_flight_by_pod=_per_pod(answers.get(promql.POD_IN_FLIGHT, {}).get(key)),
     )
+
+
+def _per_pod(samples: Sequence[Sample] | None) -> dict[str, float]:
+    """Pod name → value; series without a pod label or with an unusable value are left out."""
+    found: dict[str, float] = {}
+    for sample in samples or ():
+        pod = sample.labels.get("pod")
+        if isinstance(pod, str) and pod and math.isfinite(sample.value) and sample.value >= 0:
+            found[pod] = sample.value
+    return found
 
 
 def _unavailable_for_all(

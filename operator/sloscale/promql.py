@@ -20,6 +20,10 @@ Histograms are returned whole (`rate` of every `_bucket` series, summed by `le`)
 `histogram_quantile`: the control law computes any percentile and any attainment from the buckets,
 whose edges it reads from the `le` labels.
 
+One expression is per pod rather than per service: `pod_in_flight`, each pod's running plus
+waiting requests (by `pod`), which the operator reads to pick the least-loaded pods as the victims
+of a scale-down. It is still one query for every service.
+
 Freshness needs two expressions, because Prometheus marks a target's series stale as soon as a
 scrape fails, after which they vanish from instant queries: `pods` counts pods whose newest sample
 is recent enough, and `last_seen` finds, over a longer look-back, when a service last reported at
@@ -123,6 +127,7 @@ FAMILIES: tuple[Family, ...] = (
 
 PODS = "pods"
 LAST_SEEN = "last_seen"
+POD_IN_FLIGHT = "pod_in_flight"
 FRESHNESS_FAMILY = RUNNING
 """Every vLLM pod exports this gauge from start-up, busy or idle: it is the heartbeat."""
 
@@ -206,8 +211,18 @@ class QuerySet:
         lookback = f"[{duration(self.last_seen_window_s)}:{duration(self.last_seen_step_s)}]"
         return f"max by ({self._group()}) (max_over_time(({stamps}){lookback}))"
 
+    def pod_in_flight(self, namespaces: Iterable[str]) -> str:
+        """Per pod, the requests it holds: running plus waiting. Two sums joined by `+` (an `or`
+        would keep only one of the two gauges: set operators match series without their name)."""
+        m, by = self.matchers(namespaces), self._group("pod")
+        running = self._each_variant(RUNNING, m, "{s}")
+        waiting = self._each_variant(WAITING, m, "{s}")
+        return f"sum by ({by}) ({running}) + sum by ({by}) ({waiting})"
+
     def all(self, namespaces: Sequence[str]) -> dict[str, str]:
-        """Every expression of one fetch, by key: `pods`, `last_seen`, then one per family."""
+        """Every expression of one fetch, by key: `pods`, `last_seen`, one per family, then
+        `pod_in_flight`."""
         queries = {PODS: self.pods(namespaces), LAST_SEEN: self.last_seen(namespaces)}
         queries.update({f.key: self.family(f, namespaces) for f in FAMILIES})
+        queries[POD_IN_FLIGHT] = self.pod_in_flight(namespaces)
         return queries

@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sloscale import promql
-from sloscale.metrics_source import PrometheusMetricsSource
+from sloscale.metrics_source import PrometheusMetricsSource, ServiceSnapshot
 from sloscale.scaling.snapshot import MetricsSnapshot, MetricsUnavailable, Unavailability
 
 JSON = dict[str, Any]
@@ -50,6 +50,7 @@ RATES = {
     "finished_generation_tokens": "240",
 }
 HISTOGRAMS = ("ttft", "itl", "e2e", "queue_time", "prefill_time", "decode_time")
+IN_FLIGHT = {"pod-0": "5", "pod-1": "6"}  # per pod: running plus waiting
 OPTIONAL = tuple(f.key for f in promql.FAMILIES if not f.required)
 REQUIRED_HISTOGRAMS = tuple(h for h in HISTOGRAMS if h not in OPTIONAL)
 Reply = tuple[int, str, bytes]  # status, content type, body
@@ -115,12 +116,14 @@ def _series(ns: str, svc: str, value: Any, **labels: Any) -> JSON:
 
 def healthy() -> dict[str, list[JSON]]:
     """Every query's vector: all three services reporting from two fresh pods."""
-    answers: dict[str, list[JSON]] = {promql.PODS: [], promql.LAST_SEEN: []}
+    answers: dict[str, list[JSON]] = {promql.PODS: [], promql.LAST_SEEN: [], promql.POD_IN_FLIGHT: []}
     for key in (*GAUGES, *RATES, *HISTOGRAMS):
         answers[key] = []
     for ns, svc in SERVICES:
         answers[promql.PODS].append(_series(ns, svc, "2"))
         answers[promql.LAST_SEEN].append(_series(ns, svc, str(NOW - 1)))
+        for pod, value in IN_FLIGHT.items():
+            answers[promql.POD_IN_FLIGHT].append(_series(ns, svc, value, pod=pod))
         for key, value in {**GAUGES, **RATES}.items():
             answers[key].append(_series(ns, svc, value))
         for key in HISTOGRAMS:
@@ -270,7 +273,7 @@ class Plan:
     whole: tuple[str, str] | None = None  # (fault, family)
 
 
-ALL_KEYS = [promql.PODS, promql.LAST_SEEN, *GAUGES, *RATES, *HISTOGRAMS]
+ALL_KEYS = [promql.PODS, promql.LAST_SEEN, promql.POD_IN_FLIGHT, *GAUGES, *RATES, *HISTOGRAMS]
 breakages = st.sampled_from(sorted(NEEDS_FAMILY)).flatmap(
     lambda how: st.tuples(
         st.just(how), st.sampled_from(NEEDS_FAMILY[how]), st.integers(0, len(SERVICES) - 1)
@@ -346,6 +349,9 @@ def test_any_answer_gives_one_result_per_service_and_only_the_broken_one_holds(
             assert isinstance(result, MetricsSnapshot), f"{key} after {plan}: {result}"
             assert result.pods_reporting == 2
             assert math.isfinite(result.requests_per_s) and result.waiting == 3.0
+            # The per-pod reading is optional: noise never breaks it, a fault leaves it empty.
+            assert isinstance(result, ServiceSnapshot)
+            assert result.in_flight_by_pod == {p: float(v) for p, v in IN_FLIGHT.items()}
 
 
 def test_every_query_was_answered_by_the_plan(

@@ -45,7 +45,7 @@ def test_rates_use_the_configured_window_and_freshness_the_stale_limit() -> None
 def test_the_expressions_do_not_grow_with_the_number_of_services_in_a_namespace() -> None:
     one = Q.all(["ns"])
     assert one == Q.all(["ns"] * 50)
-    assert len(one) == len(promql.FAMILIES) + 2
+    assert len(one) == len(promql.FAMILIES) + 3  # pods, last_seen, pod_in_flight
 
 
 def test_namespaces_are_quoted_for_the_regex_and_the_string() -> None:
