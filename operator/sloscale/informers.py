@@ -352,8 +352,13 @@ def trim_deployment(deployment: Obj) -> Obj:
     }
 
 
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+
+
 def trim_pod(pod: Obj) -> Obj:
-    """What the control loop reads of a pod: identity, labels, times, readiness, restarts."""
+    """What the control loop reads of a pod: identity, labels, times, readiness, restarts, why a
+    container waits (CrashLoopBackOff), and the one annotation the operator writes (its deletion
+    cost, so that an unchanged cost is not written again)."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     kept_meta = (
         "name",
@@ -364,16 +369,27 @@ def trim_pod(pod: Obj) -> Obj:
         "creationTimestamp",
         "deletionTimestamp",
     )
-    return {
+    trimmed = {
         "metadata": {k: meta[k] for k in kept_meta if k in meta},
         "status": {
             "conditions": [c for c in status.get("conditions") or [] if c.get("type") == "Ready"],
             "containerStatuses": [
-                {"name": c.get("name"), "restartCount": c.get("restartCount", 0)}
-                for c in status.get("containerStatuses") or []
+                _trim_container(c) for c in status.get("containerStatuses") or []
             ],
         },
     }
+    cost = (meta.get("annotations") or {}).get(DELETION_COST)
+    if cost is not None:
+        trimmed["metadata"]["annotations"] = {DELETION_COST: cost}
+    return trimmed
+
+
+def _trim_container(container: Obj) -> Obj:
+    kept: Obj = {"name": container.get("name"), "restartCount": container.get("restartCount", 0)}
+    waiting = ((container.get("state") or {}).get("waiting") or {}).get("reason")
+    if waiting:
+        kept["state"] = {"waiting": {"reason": waiting}}
+    return kept
 
 
 class WorkloadCache:
