@@ -3,17 +3,27 @@ forget what was deleted, list again when their resourceVersion has expired, and 
 
 from __future__ import annotations
 
+import copy
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from prometheus_client.registry import Collector
 
 from sloscale.apiserver import ApiServer
-from sloscale.informers import Informer, WorkloadCache, trim_pod
+from sloscale.informers import Informer, WorkloadCache, trim_deployment, trim_pod
 from sloscale.kube import MERGE_PATCH, KubeApi
 from sloscale.resource import SERVICE_LABEL
+from sloscale.workload import (
+    TEMPLATE_HASH_ANNOTATION,
+    find_container,
+    observe,
+    rollout_in_progress,
+    selector_of,
+)
 
 NS = "default"
 DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
@@ -248,3 +258,203 @@ def test_watching_every_namespace_takes_one_informer_per_kind(
         ]
     finally:
         cache.close()
+
+
+def pod(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "vllm", "image": "vllm"}]},
+    }
+
+
+def test_only_the_operators_deployments_and_pods_are_cached_and_deployments_trimmed(
+    api: tuple[ApiServer, KubeApi],
+) -> None:
+    _, client = api
+    pods = f"/api/v1/namespaces/{NS}/pods"
+    ours = deployment("ours", {SERVICE_LABEL: "ours"})
+    ours["metadata"]["annotations"] = {
+        "kubectl.kubernetes.io/last-applied-configuration": "x" * 10_000,
+        TEMPLATE_HASH_ANNOTATION: "abc",
+    }
+    ours["spec"]["template"]["spec"]["containers"][0].update(
+        args=["--max-num-seqs=64"], env=[{"name": "A", "value": "b" * 1000}]
+    )
+    client.request("POST", DEPLOYMENTS, body=ours)
+    client.request("POST", DEPLOYMENTS, body=deployment("theirs", {"app": "theirs"}))
+    client.request("POST", pods, body=pod("ours-0", {SERVICE_LABEL: "ours"}))
+    client.request("POST", pods, body=pod("theirs-0", {"app": "theirs"}))
+    cache = WorkloadCache(client, all_namespaces=True)
+    try:
+        cached = eventually(lambda: cache.deployment(NS, "ours"), "our Deployment")
+        assert cache.deployment(NS, "theirs") is None  # the reconciler GETs what is not cached
+        assert eventually(lambda: cache.pods(NS, {SERVICE_LABEL: "ours"}), "our pod")
+        # The server selected: the cluster's other objects never reached the operator ...
+        client.request("POST", DEPLOYMENTS, body=deployment("later", {"app": "later"}))
+        client.request("POST", DEPLOYMENTS, body=deployment("next", {SERVICE_LABEL: "next"}))
+        eventually(lambda: cache.deployment(NS, "next"), "a new Deployment of ours")
+        deployments, pod_cache = sorted(cache.informers(), key=lambda i: i.path, reverse=True)
+        assert (len(deployments), len(pod_cache)) == (2, 1)
+        # ... and one that stops carrying the label leaves the cache (a DELETED to the watch).
+        client.request(
+            "PATCH",
+            f"{DEPLOYMENTS}/next",
+            body={"metadata": {"labels": {SERVICE_LABEL: None}}},
+            content_type=MERGE_PATCH,
+        )
+        eventually(lambda: len(deployments) == 1, "the unlabelled Deployment to leave")
+    finally:
+        cache.close()
+    # What the reconciler reads is kept; a client's copy of the manifest, env and the rest not.
+    assert cached["metadata"]["annotations"] == {TEMPLATE_HASH_ANNOTATION: "abc"}
+    assert cached["spec"]["template"]["spec"] == {
+        "containers": [{"name": "vllm", "args": ["--max-num-seqs=64"]}]
+    }
+    assert "managedFields" not in cached["metadata"]
+    assert cached["metadata"]["labels"] == {SERVICE_LABEL: "ours"}
+
+
+def test_a_selector_not_on_the_service_label_is_left_to_the_api(
+    api: tuple[ApiServer, KubeApi],
+) -> None:
+    # Pods selected by other labels may lack the service label: only the API knows them all.
+    _, client = api
+    cache = WorkloadCache(client, all_namespaces=True)
+    try:
+        selector = {SERVICE_LABEL: "a"}
+        eventually(lambda: cache.pods(NS, selector) is not None, "the pod cache")
+        assert cache.pods(NS, {"app": "a"}) is None
+        assert cache.pods(NS, {"app": "a", SERVICE_LABEL: "a"}) == []
+    finally:
+        cache.close()
+
+
+def test_a_trimmed_deployment_reads_as_the_whole_one() -> None:
+    whole: dict[str, Any] = {
+        "metadata": {
+            "name": "chat",
+            "namespace": NS,
+            "uid": "u",
+            "resourceVersion": "7",
+            "generation": 3,
+            "labels": {SERVICE_LABEL: "chat"},
+            "annotations": {TEMPLATE_HASH_ANNOTATION: "h", "other/annotation": "x"},
+            "managedFields": [{"manager": "kubectl"}],
+        },
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {SERVICE_LABEL: "chat"}},
+            "strategy": {"type": "RollingUpdate"},
+            "template": {
+                "metadata": {"labels": {SERVICE_LABEL: "chat"}},
+                "spec": {
+                    "containers": [
+                        {"name": "sidecar", "image": "proxy", "ports": [{"containerPort": 80}]},
+                        {
+                            "name": "vllm",
+                            "image": "vllm",
+                            "command": ["python", "-m", "vllm"],
+                            "args": ["--max-num-seqs", "48"],
+                            "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                        },
+                    ],
+                    "volumes": [{"name": "cache", "emptyDir": {}}],
+                },
+            },
+        },
+        "status": {
+            "observedGeneration": 2,
+            "replicas": 3,
+            "updatedReplicas": 2,
+            "readyReplicas": 2,
+            "conditions": [{"type": "Progressing", "status": "True"}],
+        },
+    }
+    trimmed = trim_deployment(copy.deepcopy(whole))
+    assert observe(trimmed, [], "vllm") == observe(whole, [], "vllm")
+    assert observe(trimmed, [], None) == observe(whole, [], None)
+    assert find_container(trimmed, "vllm")[0] == find_container(whole, "vllm")[0] == 1
+    assert selector_of(trimmed) == selector_of(whole)
+    assert rollout_in_progress(trimmed) and rollout_in_progress(whole)
+    assert trimmed["metadata"]["annotations"] == {TEMPLATE_HASH_ANNOTATION: "h"}
+    assert "strategy" not in trimmed["spec"] and "conditions" not in trimmed["status"]
+    assert trimmed["spec"]["template"]["spec"]["containers"][0] == {"name": "sidecar"}
+
+
+def test_a_cache_whose_list_keeps_failing_goes_stale_and_says_so_once(
+    api: tuple[ApiServer, KubeApi], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, client = api
+    client.request("POST", DEPLOYMENTS, body=deployment("a", {SERVICE_LABEL: "a"}))
+    cache = WorkloadCache(client, all_namespaces=False, backoff_s=(0.02, 0.1), stale_after_s=0.5)
+    collector = cache.collector()
+    try:
+        eventually(lambda: cache.deployment(NS, "a"), "the Deployment in the cache")
+        informer = next(i for i in cache.informers() if i.path.endswith("/deployments"))
+        assert gauges(collector)["sloscale_informer_fresh"][("deployments", NS)] == 1.0
+
+        # The watch breaks and every LIST after it fails: first still served (a relist usually
+        # follows at once), then stale, and readers are sent to the API.
+        fault = server.faults.add("GET", "/deployments$", status=500)
+        caplog.set_level(logging.DEBUG, logger="sloscale.informers")
+        eventually(lambda: server.faults.drop_watches("/deployments$") == 1, "the watch cut")
+        eventually(lambda: informer.failures >= 1, "a failed LIST")
+        eventually(lambda: cache.deployment(NS, "a") is None, "the stale cache refused", 5)
+        eventually(lambda: informer.failures >= 4, "more failed LISTs")
+        assert informer.synced and informer.get(NS, "a") is not None  # kept, not served
+        state = gauges(collector)
+        assert state["sloscale_informer_fresh"][("deployments", NS)] == 0.0
+        assert state["sloscale_informer_failing_seconds"][("deployments", NS)] >= 0.5
+        assert state["sloscale_informer_fresh"][("pods", NS)] == 1.0  # the pods are fine
+        scale(client, "a", 4)  # missed by the cache meanwhile
+
+        server.faults.remove(fault.id)
+        eventually(lambda: informer.fresh, "the cache current again")
+        found = eventually(lambda: cache.deployment(NS, "a"), "the Deployment served again")
+        assert found["spec"]["replicas"] == 4
+        assert gauges(collector)["sloscale_informer_failing_seconds"][("deployments", NS)] == 0
+    finally:
+        cache.close()
+    # Once per change of state — failing, stale, current again — however many retries.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 3, warnings
+    assert "list/watch failed" in warnings[0] and "stale" in warnings[1]
+    assert "listed again" in warnings[2]
+
+
+def gauges(collector: Collector) -> dict[str, dict[tuple[str, ...], float]]:
+    found: dict[str, dict[tuple[str, ...], float]] = {}
+    for family in collector.collect():
+        for sample in family.samples:
+            labels = (sample.labels["resource"], sample.labels["namespace"])
+            found.setdefault(sample.name, {})[labels] = sample.value
+    return found
+
+
+def test_retain_stops_the_informers_of_namespaces_left_without_a_service(
+    api: tuple[ApiServer, KubeApi],
+) -> None:
+    _, client = api
+    cache = WorkloadCache(client, all_namespaces=False)
+    try:
+        cache.deployment(NS, "a")
+        cache.deployment("other", "b")
+        assert len(cache.informers()) == 4
+        stopped = cache.retain({NS})
+        assert sorted(i.path for i in stopped) == [
+            "/api/v1/namespaces/other/pods",
+            "/apis/apps/v1/namespaces/other/deployments",
+        ]
+        eventually(lambda: all(not i._thread.is_alive() for i in stopped), "their threads")
+        assert all(NS in i.path for i in cache.informers()) and len(cache.informers()) == 2
+        cache.deployment("other", "b")  # a service there again: started again
+        assert len(cache.informers()) == 4
+        assert cache.retain(set()) and cache.informers() == []
+    finally:
+        cache.close()
+    every = WorkloadCache(client, all_namespaces=True)
+    try:
+        every.deployment(NS, "a")
+        assert every.retain(set()) == [] and len(every.informers()) == 2  # until close
+    finally:
+        every.close()

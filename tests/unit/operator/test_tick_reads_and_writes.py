@@ -9,6 +9,8 @@ decides when a status is written.
 from __future__ import annotations
 
 import asyncio
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -237,3 +239,122 @@ def test_what_happened_is_written_at_once_readings_once_a_refresh_period(
 def test_an_unchanged_status_is_never_written() -> None:
     assert not needs_write(BEFORE.model_copy(), BEFORE, since_write_s=600.0, refresh_s=60.0)
     assert not needs_write(BEFORE.model_copy(), BEFORE, since_write_s=None, refresh_s=60.0)
+
+
+def test_a_tick_reads_the_api_while_the_cache_is_stale(
+    api: tuple[ApiServer, RecordingApi],
+) -> None:
+    server, client = api
+    cache = WorkloadCache(client, all_namespaces=False, backoff_s=(0.02, 0.1), stale_after_s=0.3)
+    try:
+        start = time.time()
+        fleet = cached_fleet(client, cache, RecordingSource(snapshot(taken_at=start)))
+        fleet.register(isvc(client, "chat"))
+        asyncio.run(fleet.tick(start))
+        mark_ready(client, "chat")
+        eventually(lambda: ready_in_cache(cache, "chat"), "the ready Deployment in the cache")
+        # The Deployment cache loses the API: its watch is cut and every LIST fails.
+        server.faults.add("GET", "/deployments$", status=500)
+        informer = next(i for i in cache.informers() if i.path.endswith("/deployments"))
+        eventually(lambda: server.faults.drop_watches("/deployments$") == 1, "the watch cut")
+        eventually(lambda: not informer.fresh, "the cache stale")
+        client.request(  # someone else scales it meanwhile; the frozen cache still says 1
+            "PATCH",
+            f"/apis/apps/v1/namespaces/{NS}/deployments/chat/scale",
+            body={"spec": {"replicas": 2}},
+            content_type="application/merge-patch+json",
+        )
+        client.calls.clear()
+        outcome = asyncio.run(fleet.tick(start + 1))[(NS, "chat")]
+        assert isinstance(outcome, Outcome) and outcome.status.replicas is not None
+        assert outcome.status.replicas.current == 2  # what the API says, not the old cache
+        assert ("GET", f"/apis/apps/v1/namespaces/{NS}/deployments/chat") in reads(client)
+    finally:
+        cache.close()
+
+
+def test_a_service_let_go_takes_its_superseded_versions_with_it(
+    api: tuple[ApiServer, RecordingApi], cache: WorkloadCache
+) -> None:
+    _, client = api
+    start = time.time()
+    fleet = cached_fleet(client, cache, RecordingSource(snapshot(taken_at=start)))
+    fleet.register(isvc(client, "chat"))
+    asyncio.run(fleet.tick(start))
+    mark_ready(client, "chat")
+    eventually(lambda: ready_in_cache(cache, "chat"), "the ready Deployment in the cache")
+    for informer in cache.informers():  # the cache lags from here on
+        informer.stop()
+    fleet.metrics = RecordingSource(slow(start + 1))
+    asyncio.run(fleet.tick(start + 1))  # scales up: the version it replaced is remembered
+    assert (NS, "chat") in fleet.reconciler.superseded
+    fleet.unregister(NS, "chat")
+    assert fleet.reconciler.superseded == {}
+
+
+def test_an_attached_services_target_is_forgotten_unless_another_service_reads_it(
+    api: tuple[ApiServer, RecordingApi],
+) -> None:
+    _, client = api
+    reconciler = ServiceReconciler(client, telemetry=Telemetry(), instance="test")
+    target = {"metadata": {"namespace": NS, "name": "shared-vllm", "resourceVersion": "5"}}
+    for service in ("one", "two"):
+        reconciler.read_deployment(NS, "shared-vllm", service=service)  # absent: None
+    reconciler._wrote(target)
+    reconciler.forget((NS, "one"))
+    assert reconciler.superseded == {(NS, "shared-vllm"): {"5"}}  # "two" still reads it
+    reconciler.forget((NS, "two"))
+    assert reconciler.superseded == {}
+
+
+def test_writes_from_worker_threads_side_by_side_are_all_remembered(
+    api: tuple[ApiServer, RecordingApi],
+) -> None:
+    _, client = api
+    reconciler = ServiceReconciler(client, telemetry=Telemetry(), instance="test")
+
+    def write(thread: int) -> None:
+        for i in range(2000):
+            reconciler._wrote(
+                {"metadata": {"namespace": NS, "name": "d", "resourceVersion": f"{thread}.{i}"}}
+            )
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show at once
+    try:
+        threads = [threading.Thread(target=write, args=(t,)) for t in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        sys.setswitchinterval(interval)
+    assert len(reconciler.superseded[(NS, "d")]) == 8 * 2000
+
+
+def test_a_namespace_left_without_services_stops_its_caches(
+    api: tuple[ApiServer, RecordingApi], cache: WorkloadCache
+) -> None:
+    _, client = api
+    client.request("POST", "/api/v1/namespaces", body={"metadata": {"name": "other"}})
+    start = time.time()
+    fleet = cached_fleet(client, cache, RecordingSource(snapshot(taken_at=start)))
+    fleet.register(isvc(client, "here"))
+    manifest = {k: v for k, v in isvc(client, "there").items() if k in ("kind", "apiVersion")}
+    manifest |= {"metadata": {"name": "there"}, "spec": fresh(client, "there")["spec"]}
+    fleet.register(
+        client.request(
+            "POST", "/apis/sloscale.dev/v1alpha1/namespaces/other/inferenceservices", body=manifest
+        )
+    )
+    results = asyncio.run(fleet.tick(start))
+    assert all(isinstance(r, Outcome) for r in results.values()), results
+    namespaces = {i.path.split("/")[-2] for i in cache.informers()}
+    assert namespaces == {NS, "other"}
+    others = [i for i in cache.informers() if "/other/" in i.path]
+
+    fleet.unregister("other", "there")
+    assert {i.path.split("/")[-2] for i in cache.informers()} == {NS}
+    eventually(lambda: all(not i._thread.is_alive() for i in others), "their threads to end")
+    fleet.unregister(NS, "here")
+    assert cache.informers() == []
