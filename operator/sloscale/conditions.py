@@ -9,6 +9,10 @@ conditions is tested without an API server.
 The six types:
 
 - `Ready` — the summary: the spec is usable, the workload exists and serves (or is scaled to zero).
+  False while no pod is ready, or while pods crash-loop (`PodsCrashLooping`) or stay unready past
+  the cold-start allowance (`PodsNotReady`): the message names them, with counts. Those pods are
+  still counted as coming capacity by the control law, which is what keeps a service from being
+  scaled up without end for pods that never come.
 - `MetricsAvailable` — the last Prometheus read gave a usable snapshot; when False the operator
   holds both levers (an outage is never read as zero load).
 - `ObjectiveMet` — the last evaluation window met the target; Unknown when no request finished.
@@ -22,6 +26,7 @@ The six types:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
@@ -29,6 +34,8 @@ from typing import NamedTuple
 from sloscale.resource import Condition, ConditionStatus, format_duration, format_percent
 from sloscale.scaling.decision import Decision
 from sloscale.scaling.policy import Objective, ObjectiveKind
+
+NAMED_PODS = 5  # pods named in a message; the rest are counted
 
 
 class ConditionType(StrEnum):
@@ -47,6 +54,8 @@ class Reason(StrEnum):
     SERVING = "Serving"
     SCALED_TO_ZERO = "ScaledToZero"
     WORKLOAD_NOT_READY = "WorkloadNotReady"
+    PODS_CRASH_LOOPING = "PodsCrashLooping"
+    PODS_NOT_READY = "PodsNotReady"
     INVALID_SPEC = "InvalidSpec"
     TARGET_NOT_FOUND = "TargetNotFound"
     CONTAINER_NOT_FOUND = "ContainerNotFound"
@@ -217,18 +226,76 @@ def decision_conditions(
     ]
 
 
-def workload_ready(*, ready: int, replicas: int) -> ConditionUpdate:
+@dataclass(frozen=True)
+class PodTrouble:
+    """Pods that will not serve by themselves: crash-looping ones (name, restarts) and ones not
+    ready for longer than the allowance (name, seconds not ready)."""
+
+    crash_looping: tuple[tuple[str, int], ...] = ()
+    not_ready: tuple[tuple[str, float], ...] = ()
+    allowance_s: float = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.crash_looping or self.not_ready)
+
+
+def workload_ready(
+    *, ready: int, replicas: int, trouble: PodTrouble | None = None
+) -> ConditionUpdate:
+    """`Ready` from the replica counts and the pods that will not serve by themselves."""
     if replicas == 0:
         return ConditionUpdate(
             ConditionType.READY, "True", Reason.SCALED_TO_ZERO, "scaled to zero: no traffic"
         )
-    if ready == 0:
+    counts = f"{ready}/{replicas} replicas ready"
+    if trouble:
+        reason = Reason.PODS_CRASH_LOOPING if trouble.crash_looping else Reason.PODS_NOT_READY
         return ConditionUpdate(
-            ConditionType.READY, "False", Reason.WORKLOAD_NOT_READY, f"0/{replicas} replicas ready"
+            ConditionType.READY, "False", reason, f"{counts}; {trouble_message(trouble)}"
         )
-    return ConditionUpdate(
-        ConditionType.READY, "True", Reason.SERVING, f"{ready}/{replicas} replicas ready"
-    )
+    if ready == 0:
+        return ConditionUpdate(ConditionType.READY, "False", Reason.WORKLOAD_NOT_READY, counts)
+    return ConditionUpdate(ConditionType.READY, "True", Reason.SERVING, counts)
+
+
+def trouble_message(trouble: PodTrouble) -> str:
+    """E.g. `1 pod crash-looping: chat-7d9f (3 restarts); 2 pods not ready after the 4m cold-start
+    allowance: chat-x2 (5m10s), chat-k8 (4m2s)`."""
+    parts = []
+    if trouble.crash_looping:
+        named = [f"{name} ({restarts} restarts)" for name, restarts in trouble.crash_looping]
+        parts.append(f"{_pods(len(named))} crash-looping: {_names(named)}")
+    if trouble.not_ready:
+        named = [f"{name} ({format_duration(round(s))})" for name, s in trouble.not_ready]
+        allowance = format_duration(trouble.allowance_s)
+        parts.append(
+            f"{_pods(len(named))} not ready after the {allowance} cold-start allowance: "
+            f"{_names(named)}"
+        )
+    return "; ".join(parts)
+
+
+def _pods(n: int) -> str:
+    return f"{n} pod" if n == 1 else f"{n} pods"
+
+
+def _names(named: list[str]) -> str:
+    more = len(named) - NAMED_PODS
+    return ", ".join(named[:NAMED_PODS]) + (f" and {more} more" if more > 0 else "")
+
+
+def restate(
+    built: Sequence[Condition],
+    previous: Sequence[Condition],
+    update: ConditionUpdate,
+    now: datetime,
+    generation: int | None,
+) -> list[Condition]:
+    """`built` (this tick's conditions, set over `previous`) with `update` set in its place, its
+    transition time judged against `previous`, as if it had been set with the others."""
+    before = [c for c in previous if c.type == update.type]
+    others = [c for c in built if c.type != update.type]
+    return sorted([*others, *set_condition(before, update, now, generation)], key=_order)
 
 
 def blocked_conditions(reason: Reason, message: str) -> list[ConditionUpdate]:

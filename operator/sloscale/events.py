@@ -9,7 +9,8 @@ Two sources, both pure functions of before/after so they are tested without an A
 - `lever_events()` — a lever moved (ScaledUp/Down, BatchIncreased/Decreased), or, in Advisory
   mode, the recommendation changed (`Recommendation`). A hold emits nothing.
 - `condition_events()` — a condition's status flipped (or, for spec and target problems, its
-  message changed because a different mistake replaced the first). Steady states emit nothing,
+  message changed because a different mistake replaced the first; for pods that crash-loop or
+  never become ready, `Ready` took that reason). Steady states emit nothing,
   however long they last, and neither does a limit whose reason alternates (rate limit one tick,
   replica maximum the next): the status shows the current reason.
 """
@@ -49,6 +50,8 @@ class EventReason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     TARGET_NOT_FOUND = "TargetNotFound"
     CONTAINER_NOT_FOUND = "ContainerNotFound"
+    PODS_CRASH_LOOPING = "PodsCrashLooping"
+    PODS_NOT_READY = "PodsNotReady"
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,11 @@ _BLOCKING_EVENTS = {
     Reason.TARGET_NOT_FOUND: EventReason.TARGET_NOT_FOUND,
     Reason.CONTAINER_NOT_FOUND: EventReason.CONTAINER_NOT_FOUND,
 }
+# Pods that will not serve by themselves: a Warning naming them when `Ready` first says so.
+_POD_EVENTS = {
+    Reason.PODS_CRASH_LOOPING: EventReason.PODS_CRASH_LOOPING,
+    Reason.PODS_NOT_READY: EventReason.PODS_NOT_READY,
+}
 
 
 def condition_events(before: Sequence[Condition], after: Sequence[Condition]) -> list[Event]:
@@ -154,6 +162,11 @@ def condition_events(before: Sequence[Condition], after: Sequence[Condition]) ->
         if condition.type == ConditionType.READY and condition.reason in BLOCKING_REASONS:
             if old is None or (old.reason, old.message) != (condition.reason, condition.message):
                 reason = _BLOCKING_EVENTS[Reason(condition.reason)]
+                events.append(Event(EventType.WARNING, reason, condition.message))
+            continue
+        if condition.type == ConditionType.READY and condition.reason in _POD_EVENTS:
+            if old is None or old.reason != condition.reason:
+                reason = _POD_EVENTS[Reason(condition.reason)]
                 events.append(Event(EventType.WARNING, reason, condition.message))
             continue
         if (

@@ -36,10 +36,17 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from sloscale.conditions import BLOCKING_REASONS, Reason, blocked_conditions
+from sloscale.conditions import (
+    BLOCKING_REASONS,
+    Reason,
+    blocked_conditions,
+    restate,
+    workload_ready,
+)
 from sloscale.events import Event, EventReason, EventType, condition_events, lever_events
 from sloscale.informers import WorkloadCache
 from sloscale.kube import MERGE_PATCH, KubeApi, error_message
+from sloscale.metrics_source import ServiceSnapshot
 from sloscale.resource import (
     GROUP,
     KIND,
@@ -71,7 +78,16 @@ from sloscale.status import (
     to_time,
 )
 from sloscale.telemetry import Telemetry
-from sloscale.workload import CONTAINER_NAME, WorkloadError, Workloads, observe, selector_of
+from sloscale.workload import (
+    CONTAINER_NAME,
+    WorkloadError,
+    Workloads,
+    cold_start_allowance,
+    deletion_costs,
+    observe,
+    pod_trouble,
+    selector_of,
+)
 
 logger = logging.getLogger("sloscale.reconcile")
 
@@ -239,7 +255,8 @@ class ServiceReconciler:
             policy = resolve_policy(spec, self.defaults)
             deployment, events = self._workload(meta, spec)
             container = spec.scale_target_ref.container if spec.scale_target_ref else CONTAINER_NAME
-            seen = observe(deployment, self.read_pods(key[0], deployment), container)
+            pods = self.read_pods(key[0], deployment)
+            seen = observe(deployment, pods, container)
         except SpecError as exc:
             return self._blocked(
                 key, memory, Reason.INVALID_SPEC, f"spec: {exc}", generation, now, events
@@ -260,7 +277,15 @@ class ServiceReconciler:
         applied = seen_levers(seen)
         if not spec.advisory:
             applied = self._actuate(
-                deployment, meta, spec, policy, seen, decision.replicas, decision.max_num_seqs
+                deployment,
+                meta,
+                spec,
+                policy,
+                seen,
+                decision.replicas,
+                decision.max_num_seqs,
+                pods=pods,
+                metrics=metrics,
             )
 
         status = build_status(
@@ -274,6 +299,15 @@ class ServiceReconciler:
             generation=generation,
             now=now,
         )
+        # Ready names the pods that crash-loop or never become ready (status.py counts them only).
+        trouble = pod_trouble(
+            pods, now, cold_start_allowance(policy.cold_start_s, decision.cold_start_s)
+        )
+        ready = workload_ready(ready=seen.ready, replicas=applied.replicas, trouble=trouble)
+        conditions = restate(
+            status.conditions, memory.status.conditions, ready, to_time(now), generation
+        )
+        status = status.model_copy(update={"conditions": conditions})
         status = _carry_unwritten(status, memory.status, memory.unwritten)
         previous = memory.status
         events += lever_events(
@@ -303,12 +337,17 @@ class ServiceReconciler:
         seen: WorkloadObservation,
         replicas: int,
         batch: int | None,
+        *,
+        pods: list[dict[str, Any]],
+        metrics: MetricsResult,
     ) -> Applied:
         """Move the levers the decision moved; a refused write is reported, never raised."""
         namespace = meta["namespace"]
         target = deployment["metadata"]["name"]
         applied = seen_levers(seen)
         try:
+            if replicas < seen.replicas:
+                self._rank_victims(namespace, meta["name"], pods, metrics)
             if replicas != seen.replicas:
                 self._wrote(deployment)  # before the write: a timeout may still have applied it
                 self.workloads.scale(namespace, target, replicas)
@@ -331,6 +370,29 @@ class ServiceReconciler:
                 applied, scale_error=f"writing Deployment {target} failed: {error_message(exc)}"
             )
         return applied
+
+    def _rank_victims(
+        self, namespace: str, name: str, pods: list[dict[str, Any]], metrics: MetricsResult
+    ) -> None:
+        """Before a scale-down: each ready pod's requests in flight become its deletion cost, so
+        the least-loaded pods are removed. An optimisation: a refused patch is logged, and the
+        scale-down goes ahead in the controller's own order."""
+        if not isinstance(metrics, ServiceSnapshot):
+            return
+        costs = deletion_costs(pods, metrics.in_flight_by_pod)
+        for pod, cost in costs.items():
+            try:
+                self.workloads.set_deletion_cost(namespace, pod, cost)
+            except Exception as exc:  # noqa: BLE001 - the scale-down does not depend on it
+                logger.warning(
+                    "%s/%s: cannot set the deletion cost of pod %s: %s",
+                    namespace,
+                    name,
+                    pod,
+                    error_message(exc),
+                )
+        if costs:
+            logger.info("%s/%s: deletion costs (requests in flight) %s", namespace, name, costs)
 
     def _blocked(
         self,
