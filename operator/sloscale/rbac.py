@@ -95,9 +95,9 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "",
         ("pods",),
-        _READ,
+        (*_READ, "patch"),
         Scope.WATCHED,
-        "Read-only: readiness and creation-to-ready times of vLLM pods (the measured cold start).",
+        "Read readiness, restarts and creation-to-ready times of vLLM pods (the measured cold start); patch only their controller.kubernetes.io/pod-deletion-cost annotation before a scale-down, so the least-loaded pods go first. Never delete.",
     ),
     Rule(
         "",

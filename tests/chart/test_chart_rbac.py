@@ -67,9 +67,10 @@ def test_watching_a_list_grants_nothing_namespaced_cluster_wide(render: Render) 
     assert {resource for _, _, resource, _ in cluster} == {"customresourcedefinitions", "namespaces"}
 
 
-def test_pods_are_read_only_and_nothing_is_deleted(render: Render) -> None:
+def test_pods_are_read_and_annotated_and_nothing_is_deleted(render: Render) -> None:
     grants = granted(render())
-    assert {verb for _, _, resource, verb in grants if resource == "pods"} == {"get", "list", "watch"}
+    # patch: the deletion-cost annotation before a scale-down; pods are never created or deleted.
+    assert {verb for _, _, resource, verb in grants if resource == "pods"} == {"get", "list", "watch", "patch"}
     assert not {g for g in grants if g[3] in {"delete", "deletecollection", "escalate", "bind", "impersonate"}}
     assert not {g for g in grants if "*" in g}
 
