@@ -33,7 +33,7 @@ import threading
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
 import requests
 from prometheus_api_client import PrometheusConnect
@@ -56,8 +56,8 @@ class MalformedAnswer(ValueError):
     """An answer whose shape is not an instant vector."""
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(NamedTuple):
+    # A tuple, not a dataclass: one fetch decodes one per series, over 100 000 at N=1000.
     labels: Mapping[str, str]
     value: float
 
@@ -79,27 +79,28 @@ def parse_vector(result: object, service_label: str) -> dict[ServiceKey, list[Sa
     if not isinstance(result, list):
         raise MalformedAnswer(f"expected a vector, got {type(result).__name__}")
     grouped: dict[ServiceKey, list[Sample]] = {}
+    # Once per series of the answer (over 100 000 at N=1000): no helper call per value, and a
+    # service's list is made once rather than on every `setdefault`.
     for item in result:
-        if not isinstance(item, dict) or not isinstance(item.get("metric"), dict):
+        labels = item.get("metric") if isinstance(item, dict) else None
+        if not isinstance(labels, dict):
             raise MalformedAnswer(f"not a vector element: {item!r:.80}")
-        labels: dict[str, Any] = item["metric"]
         namespace, service = labels.get("namespace"), labels.get(service_label)
         if not isinstance(namespace, str) or not isinstance(service, str):
             continue
-        grouped.setdefault((namespace, service), []).append(
-            Sample(labels, _number(item.get("value")))
-        )
-    return grouped
-
-
-def _number(value: object) -> float:
-    """The sample value of `[timestamp, "1.5"]`; NaN when unreadable."""
-    if isinstance(value, list | tuple) and len(value) == 2:
+        value = item.get("value")  # `[timestamp, "1.5"]`; NaN when unreadable
         try:
-            return float(value[1])
+            number = (
+                float(value[1]) if isinstance(value, list | tuple) and len(value) == 2 else math.nan
+            )
         except (TypeError, ValueError):
-            pass
-    return math.nan
+            number = math.nan
+        samples = grouped.get((namespace, service))
+        if samples is None:
+            grouped[(namespace, service)] = [Sample(labels, number)]
+        else:
+            samples.append(Sample(labels, number))
+    return grouped
 
 
 class _Unusable(Exception):
