@@ -206,13 +206,15 @@ class Cluster:
         return response.json()
 
     def add_service(self, namespace: str, name: str) -> None:
-        """A ready one-replica vLLM Deployment and an InferenceService attached to it."""
+        """A ready one-replica vLLM Deployment and an InferenceService attached to it. The
+        Deployment carries the service label, as `workloads/deployment.yaml` does: the operator
+        caches only labelled Deployments (an unlabelled target is read with a GET every tick)."""
         if namespace not in self.namespaces:
             self.call("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
             self.namespaces.add(namespace)
         deployments = f"/apis/apps/v1/namespaces/{namespace}/deployments"
         self.call("POST", deployments, {
-            "metadata": {"name": f"{name}-vllm"},
+            "metadata": {"name": f"{name}-vllm", "labels": {"sloscale.dev/service": name}},
             "spec": {
                 "replicas": 1,
                 "selector": {"matchLabels": {"sloscale.dev/service": name}},
@@ -323,6 +325,17 @@ class Operator:
         total = re.search(r"^sloscale_tick_duration_seconds_sum (\S+)$", text, re.M)
         return (int(float(count.group(1))) if count else 0, float(total.group(1)) if total else 0.0)
 
+    def caches(self) -> tuple[dict[str, float], bool]:
+        """Objects in the watch-fed caches by resource, and whether every cache is fresh."""
+        text = self.metrics("sloscale_informer_objects", "sloscale_informer_fresh")
+        cached: dict[str, float] = {}
+        for resource, value in re.findall(
+            r'^sloscale_informer_objects\{[^}]*resource="(\w+)"[^}]*\} (\S+)$', text, re.M
+        ):
+            cached[resource] = cached.get(resource, 0.0) + float(value)
+        fresh = re.findall(r"^sloscale_informer_fresh\{[^}]*\} (\S+)$", text, re.M)
+        return cached, bool(fresh) and all(float(v) == 1.0 for v in fresh)
+
     def cpu_s(self) -> float:
         """User + system CPU seconds of the process (all its threads) so far."""
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -377,6 +390,8 @@ class Step:
     peak_rss_mib: float
     wall_s: float
     load_average: float  # the machine's 1-minute load average while measuring (cores busy)
+    cached: dict[str, float]  # objects in the operator's watch-fed caches, by resource
+    caches_fresh: bool  # every cache listed and following the API at the end
 
 
 @dataclass
@@ -456,6 +471,7 @@ class Rig:
         queries_now, answering_now = prometheus_queries(self.prometheus)
         queries, answering = queries_now - queries0[0], answering_now - queries0[1]
         done = last_count - count
+        cached, fresh = self.operator.caches()
         return Step(
             services=self.added,
             series=self.exporter.series,
@@ -470,6 +486,8 @@ class Rig:
             peak_rss_mib=self.operator.memory_mib("VmHWM"),
             wall_s=wall,
             load_average=round(load, 1),
+            cached=cached,
+            caches_fresh=fresh,
         )
 
 
@@ -547,7 +565,8 @@ def run(sizes: list[int], *, tick: str, ticks: int, scrape_interval_s: float, na
             progress(
                 f"N={n}: tick {step.tick_mean_s:.2f}s mean, {step.tick_max_s:.2f}s max; "
                 f"{step.queries_per_tick:g} queries/tick answered in {step.prometheus_s_per_tick:.2f}s; {step.cpu_cores:.2f} cores; {step.peak_rss_mib:.0f} MiB peak; "
-                f"load average {step.load_average:g} on {os.cpu_count()} cores"
+                f"load average {step.load_average:g} on {os.cpu_count()} cores; "
+                f"cached {step.cached}{'' if step.caches_fresh else ' (a cache was not fresh)'}"
             )
             steps.append(step)
     return steps

@@ -484,25 +484,12 @@ class InformerCollector(Collector):
     def __init__(self, cache: WorkloadCache) -> None:
         self.cache = cache
 
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # Names known up front: `/metrics?name[]=…` (a restricted registry) finds them.
+        yield from self._families()
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        fresh = GaugeMetricFamily(
-            "sloscale_informer_fresh",
-            "1 while the watch-fed cache is listed and following the API; 0 before its first list "
-            f"and once it has failed for longer than its staleness bound (reads go to the API). "
-            f"{self._LABELS}",
-            labels=("resource", "namespace"),
-        )
-        failing = GaugeMetricFamily(
-            "sloscale_informer_failing_seconds",
-            "Seconds the cache's list or watch has been failing (0 while it follows the API). "
-            f"{self._LABELS}",
-            labels=("resource", "namespace"),
-        )
-        size = GaugeMetricFamily(
-            "sloscale_informer_objects",
-            f"Objects held in the cache. {self._LABELS}",
-            labels=("resource", "namespace"),
-        )
+        fresh, failing, size = families = self._families()
         for informer in self.cache.informers():
             parts = informer.path.strip("/").split("/")
             namespace = parts[parts.index("namespaces") + 1] if "namespaces" in parts else ""
@@ -510,4 +497,27 @@ class InformerCollector(Collector):
             fresh.add_metric(labels, 1.0 if informer.fresh else 0.0)
             failing.add_metric(labels, informer.failing_s())
             size.add_metric(labels, float(len(informer)))
-        yield from (fresh, failing, size)
+        yield from families
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        labels = ("resource", "namespace")
+        return (
+            GaugeMetricFamily(
+                "sloscale_informer_fresh",
+                "1 while the watch-fed cache is listed and following the API; 0 before its first "
+                "list and once it has failed for longer than its staleness bound (reads go to the "
+                f"API). {self._LABELS}",
+                labels=labels,
+            ),
+            GaugeMetricFamily(
+                "sloscale_informer_failing_seconds",
+                "Seconds the cache's list or watch has been failing (0 while it follows the API). "
+                f"{self._LABELS}",
+                labels=labels,
+            ),
+            GaugeMetricFamily(
+                "sloscale_informer_objects",
+                f"Objects held in the cache. {self._LABELS}",
+                labels=labels,
+            ),
+        )

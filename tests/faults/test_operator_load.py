@@ -3,7 +3,8 @@
 Runs `benchmarks/operator_load.py` (the real operator process, the API emulator, a real
 Prometheus scraping one exporter of every service's vLLM series) at two sizes and checks the one
 property the benchmark's numbers rest on: each tick sends the same fixed set of queries — one per
-metric family, for all services together — whatever their number. Tick duration, CPU and memory
+metric family, for all services together — whatever their number; and the operator reads its
+Deployments from its watch-fed caches, which hold the services' Deployments and nothing more. Tick duration, CPU and memory
 are printed, not asserted (the full-size figures are in docs/faults.md).
 """
 
@@ -53,3 +54,7 @@ def test_queries_per_tick_do_not_depend_on_the_number_of_services(tmp_path: Path
         )
     assert [s.services for s in steps] == [1, 6]
     assert steps[1].series == 6 * steps[0].series  # every service's series really were there
+    # The ticks read the watch-fed caches, which hold the services' Deployments and nothing else.
+    for step in steps:
+        assert step.caches_fresh
+        assert step.cached == {"deployments": step.services, "pods": 0}
