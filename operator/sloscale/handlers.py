@@ -51,6 +51,7 @@ async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) ->
     )
     telemetry = Telemetry()
     cache = WorkloadCache(api, all_namespaces=not config.namespaces)
+    telemetry.registry.register(cache.collector())  # whether the caches follow the API
     reconciler = ServiceReconciler(
         api, telemetry=telemetry, cache=cache, status_refresh_s=config.status_refresh_s
     )
