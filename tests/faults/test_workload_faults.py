@@ -2,11 +2,13 @@
 
 - `crashy`: every pod exits at start (an engine argument vLLM refuses), so the kubelet restarts it
   with back-off. No pod ever reports: the operator holds at one replica (no scale-up on missing
-  data) and `Ready` says 0 of 1 replicas are ready.
+  data), and `Ready` is False `PodsCrashLooping`, naming the pod and its restarts, with a Warning
+  event that says the same.
 - `stuck`: a service attached to its own Deployment serves load on one pod; then its pod template
   changes to one whose readiness probe never passes. The load needs more replicas, and the new
   ones never become ready: the operator adds what the demand needs, counts the pods starting as
-  coming capacity, and stops there — no endless scale-up while they fail to come up — saying so.
+  coming capacity, and stops there — no endless scale-up while they fail to come up — and once
+  they are past the cold-start allowance `Ready` is False `PodsNotReady`, naming them.
 - `steady`: two replicas under load; a ready pod is deleted. It drains (out of the router first),
   its metrics disappear from Prometheus, the Deployment replaces it; the operator keeps reading the
   service's metrics from the pods left (no Stale, no NoData), and no request fails.
@@ -14,6 +16,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -69,33 +72,65 @@ def test_crash_looping_and_never_ready_pods_do_not_scale_up_endlessly(
         )
         # Then it stops: the replicas stay put tick after tick although the new pods never come.
         peak = _settled(box, namespace, "stuck", op)
-        body = box.isvc(namespace, "stuck")
+        body = wait_for(
+            lambda: (
+                (b := box.isvc(namespace, "stuck"))
+                and condition(b, "Ready").get("reason") == "PodsNotReady"
+                and b
+            ),
+            30,
+            "Ready to name the pods that never become ready",
+            op,
+        )
         ready = len(box.ready_pods(namespace, "stuck"))
         decision = (body or {}).get("status", {}).get("lastDecision") or {}
-        message = condition(body, "Ready")["message"]
+        stuck_ready = condition(body, "Ready")
         assert peak < 8 and ready == 1, (peak, ready)
-        assert message == f"1/{peak} replicas ready", message
+        never = sorted(
+            p["metadata"]["name"] for p in box.pods(namespace, "stuck") if not is_ready(p)
+        )
+        assert stuck_ready["status"] == "False"
+        # "1/2 replicas ready; 1 pod not ready after the 4s cold-start allowance: stuck-… (9s)"
+        head = f"1/{peak} replicas ready; {len(never)} pod{'s' if len(never) > 1 else ''} not ready after the "
+        assert stuck_ready["message"].startswith(head), stuck_ready["message"]
+        assert all(name in stuck_ready["message"] for name in never), (never, stuck_ready)
+        warned = [e for e in box.events(namespace, "stuck") if e["reason"] == "PodsNotReady"]
+        assert len(warned) == 1 and warned[0]["type"] == "Warning", warned
     finally:
         report = load.stop()
 
-    # The crash-looping service: restarted by the kubelet, never scaled up, and the reason shown.
+    # The crash-looping service: restarted by the kubelet, never scaled up, and the pod named.
+    crashed = wait_for(
+        lambda: (
+            (b := box.isvc(namespace, "crashy"))
+            and condition(b, "Ready").get("reason") == "PodsCrashLooping"
+            and b
+        ),
+        60,
+        "Ready to name the crash-looping pod",
+        op,
+    )
     pods = box.pods(namespace, "crashy")
     assert len(pods) == 1 and not is_ready(pods[0])
+    name = pods[0]["metadata"]["name"]
     restarts = pods[0]["status"]["containerStatuses"][0]["restartCount"]
-    assert restarts >= 1, "the kubelet restarts a container that exits"
-    crashed = box.isvc(namespace, "crashy")
+    assert restarts >= 2, "the kubelet restarts a container that exits"
     assert box.replicas(namespace, "crashy") == 1
-    assert (condition(crashed, "Ready")["status"], condition(crashed, "Ready")["reason"]) == (
-        "False",
-        "WorkloadNotReady",
-    )
-    assert condition(crashed, "Ready")["message"] == "0/1 replicas ready"
+    crash_ready = condition(crashed, "Ready")
+    assert crash_ready["status"] == "False"
+    assert re.fullmatch(
+        rf"0/1 replicas ready; 1 pod crash-looping: {re.escape(name)} \(\d+ restarts\)",
+        crash_ready["message"],
+    ), crash_ready["message"]
     assert condition(crashed, "MetricsAvailable")["reason"] == "NoData"
+    warned = [e for e in box.events(namespace, "crashy") if e["reason"] == "PodsCrashLooping"]
+    assert len(warned) == 1 and warned[0]["type"] == "Warning" and name in warned[0]["message"]
 
     print(
         f"\nnever-ready pods: stuck scaled 1→{peak} for 12 req/s and stopped there with 1 pod ready "
-        f"({decision.get('reason', '')[:100]!r}); crash-looping pod: {restarts} restarts, "
-        f"held at 1 replica, Ready=False '0/1 replicas ready'; load: {report.summary()['failed']} of "
+        f"({decision.get('reason', '')[:100]!r}), Ready=False {stuck_ready['message']!r}; "
+        f"crash-looping pod: {restarts} restarts, held at 1 replica, "
+        f"Ready=False {crash_ready['message']!r}; load: {report.summary()['failed']} of "
         f"{report.summary()['requests']} requests failed (one pod serving 12 req/s)"
     )
 
