@@ -45,6 +45,7 @@ async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) ->
     api = KubeApi.connect(config.kubeconfig)
     metrics = PrometheusMetricsSource(
         config.prometheus_url,
+        rate_window_s=config.rate_window_s,
         bearer_token_file=config.prometheus_bearer_token_file,
         ca_file=config.prometheus_ca_file,
         verify_tls=not config.prometheus_insecure_skip_verify,

@@ -34,6 +34,7 @@ class RunConfig:
     prometheus_ca_file: str | None = None
     prometheus_insecure_skip_verify: bool = False
     tick_interval_s: float = 15.0
+    rate_window_s: float = 60.0
     status_refresh_s: float = 60.0
     metrics_port: int = 8080
     peering: str | None = None  # None: standalone
@@ -91,6 +92,14 @@ def run(
             envvar="SLOSCALE_TICK_INTERVAL", help="How often every service is reconciled, e.g. 15s."
         ),
     ] = "15s",
+    rate_window: Annotated[
+        str,
+        typer.Option(
+            envvar="SLOSCALE_RATE_WINDOW",
+            help="The range of rate() over vLLM's counters and histograms, e.g. 1m: at least four "
+            "of Prometheus' scrape intervals. Shorter reacts sooner and reads noisier percentiles.",
+        ),
+    ] = "1m",
     status_refresh: Annotated[
         str,
         typer.Option(
@@ -123,16 +132,9 @@ def run(
     ] = None,
 ) -> None:
     """Run the operator: hold every InferenceService's objective with replicas and batch size."""
-    try:
-        interval = parse_duration(tick_interval)
-    except SpecError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--tick-interval") from exc
-    if interval <= 0:
-        raise typer.BadParameter("must be positive", param_hint="--tick-interval")
-    try:
-        refresh = parse_duration(status_refresh)
-    except SpecError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--status-refresh") from exc
+    interval = duration_flag(tick_interval, "--tick-interval", positive=True)
+    window = duration_flag(rate_window, "--rate-window", positive=True)
+    refresh = duration_flag(status_refresh, "--status-refresh")
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         raise typer.BadParameter(f"{log_level!r} is not a log level", param_hint="--log-level")
@@ -153,6 +155,7 @@ def run(
         prometheus_ca_file=prometheus_ca_file,
         prometheus_insecure_skip_verify=prometheus_insecure_skip_verify,
         tick_interval_s=interval,
+        rate_window_s=window,
         status_refresh_s=refresh,
         metrics_port=metrics_port,
         peering=peering,
@@ -161,6 +164,17 @@ def run(
     )
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_operator(config)
+
+
+def duration_flag(value: str, flag: str, *, positive: bool = False) -> float:
+    """A flag's duration in seconds, or the usage error that names the flag."""
+    try:
+        seconds = parse_duration(value)
+    except SpecError as exc:
+        raise typer.BadParameter(str(exc), param_hint=flag) from exc
+    if positive and seconds <= 0:
+        raise typer.BadParameter("must be positive", param_hint=flag)
+    return seconds
 
 
 def run_operator(config: RunConfig) -> None:

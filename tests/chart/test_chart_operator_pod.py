@@ -56,6 +56,7 @@ def test_default_arguments_follow_the_run_command(render: Render) -> None:
     assert "command" not in c  # the image's entrypoint is `sloscale run`
     assert c["args"] == [
         "--prometheus-url=http://prometheus-operated.monitoring.svc:9090",
+        "--rate-window=1m",
         "--tick-interval=15s",
         "--metrics-port=8080",
         "--log-level=info",
@@ -74,6 +75,7 @@ def test_full_values_turn_into_flags_and_mounts(render: Render) -> None:
         "--prometheus-url=https://prometheus.monitoring.svc:9091",
         "--prometheus-bearer-token-file=/etc/sloscale/prometheus-token/token",
         "--prometheus-ca-file=/etc/sloscale/prometheus-ca/ca.crt",
+        "--rate-window=2m",
         "--tick-interval=30s",
         "--metrics-port=8080",
         "--log-level=debug",

@@ -57,6 +57,7 @@ def test_kubernetes_validate_rejects_an_unknown_field() -> None:
         "metrics.serviceMonitor.intervall=30s",
         "prometheusRule.alerts.objectiveViolated.severity=page",
         "operator.tickInterval=fast",
+        "prometheus.rateWindow=1 minute",
         "operator.logLevel=verbose",
         "watch.namespaces[0]=Not_A_Namespace",
         "replicaCount=0",
