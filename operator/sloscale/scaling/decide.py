@@ -81,6 +81,7 @@ def decide(
         evaluation,
         zero,
         observed.queue_growth_rps,
+        fleet_changed_in_window(state, observed.cold_start_s, metrics.window_s, now),
     )
     option, batch, gated = gate_batch(
         rec, policy, workload, evaluation, state.last_batch_change_time, now
@@ -168,6 +169,15 @@ def decide(
         recommendations=limits.recommendations,
     )
     return decision, new_state
+
+
+def fleet_changed_in_window(
+    state: ControlState, cold_start_s: float, window_s: float, now: float
+) -> bool:
+    """Whether the last replica change (its pods ready one cold start later) falls within the
+    rate window the percentiles are read over: they then mix two fleets."""
+    changed = state.last_scale_time
+    return changed is not None and now - (changed + cold_start_s) < window_s
 
 
 @dataclass(frozen=True)

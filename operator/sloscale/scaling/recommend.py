@@ -36,8 +36,10 @@ value to the nearest bound.
 Two corrections follow the model:
 
 * feedback — the objective is violated while the model says the current replicas hold it, with
-  no pods starting, no per-token cause and the queue not draining (a draining backlog is a
-  transient the replicas already cover): step up in proportion to observed ÷ target, at least
+  no pods starting, no per-token cause, the queue not draining (a draining backlog is a
+  transient the replicas already cover) and the evidence about the fleet in force: right after
+  the fleet changed, the percentile's rate window still holds the requests of the smaller fleet,
+  so only requests waiting now count then (`fleet_changed_in_window`): step up in proportion to observed ÷ target, at least
   one replica and at most a quarter more per tick (`Reason.MODEL_CORRECTION`) — the fit and
   calibration catch up within minutes, and a larger step mostly buys pods that arrive after a
   burst has passed and then wait out the scale-down stabilisation;
@@ -55,7 +57,7 @@ from dataclasses import dataclass, replace
 
 from sloscale.scaling.capacity import Prediction, StepCurve, predict
 from sloscale.scaling.decision import StageOutcome
-from sloscale.scaling.evaluate import Evaluation
+from sloscale.scaling.evaluate import MIN_WAITING, Evaluation
 from sloscale.scaling.fmt import number, seconds
 from sloscale.scaling.forecast import Forecast
 from sloscale.scaling.policy import LatencyMetric, ObjectiveKind, Policy
@@ -289,6 +291,7 @@ def recommend(
     evaluation: Evaluation,
     zero_traffic: bool,
     queue_growth_rps: float = 0.0,
+    fleet_changed_in_window: bool = False,
 ) -> Recommendation:
     """Size the fleet for the forecast; see the module docstring for the rules."""
     q = policy.objective.latency.quantile
@@ -339,6 +342,7 @@ def recommend(
         and not evaluation.per_token
         and workload.starting == 0
         and queue_growth_rps >= 0.0
+        and (evaluation.waiting >= MIN_WAITING or not fleet_changed_in_window)
         and holds(
             predict(curve, cal, max(workload.replicas, 1), batch, forecast.current_rps, q),
             policy,

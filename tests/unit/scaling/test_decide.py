@@ -20,6 +20,7 @@ from sloscale.scaling import (
     Unavailability,
     decide,
 )
+from sloscale.scaling.decide import fleet_changed_in_window
 
 
 def stage(decision: Decision, name: Stage) -> str:
@@ -171,3 +172,19 @@ def test_a_scale_up_seen_a_long_tick_later_still_limits_the_next_scale_down() ->
     d, state = decide(Observation(idle(307.0, pods=2), workload(2)), policy, state, 307.0)
     assert d.replicas == 1 and d.reason == Reason.RATE_LIMITED
     assert state.scale_events == ((246.0, 1),)
+
+
+@pytest.mark.parametrize(
+    ("last_scale", "now", "expected"),
+    [
+        (None, 1000.0, False),  # never changed: the window holds one fleet
+        (900.0, 1000.0, True),  # ready at 960, the 60 s window still reaches back before it
+        (880.0, 1000.0, False),  # ready at 940: the window starts right then
+        (800.0, 1000.0, False),
+    ],
+)
+def test_a_window_mixes_fleets_until_a_whole_one_has_passed_since_the_pods_were_ready(
+    last_scale: float | None, now: float, expected: bool
+) -> None:
+    state = replace(ControlState.initial(0.0, 2, 64), last_scale_time=last_scale)
+    assert fleet_changed_in_window(state, cold_start_s=60.0, window_s=60.0, now=now) is expected

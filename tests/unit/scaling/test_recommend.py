@@ -133,6 +133,27 @@ def test_no_feedback_step_while_a_backlog_drains() -> None:
     assert rec.correction == 0 and rec.floor == 0
 
 
+def test_no_feedback_step_on_a_window_that_mixes_the_fleet_before_a_scale_up() -> None:
+    # The p99 still counts requests the smaller fleet queued; none wait now.
+    policy = latency_policy(LatencyMetric.TTFT, 1.0)
+    past = snapshot(rps=4.0, ttft=(0.9, 2.3), queue=(0.5, 2.0), waiting=0.0, pods=2)
+    rec = recommend(
+        CURVE, CAL, policy, workload(2), 64, steady(4.0), judged(policy, past), False, 0.0, True
+    )
+    assert rec.correction == 0 and rec.floor == 0
+    # The same window once it holds only the fleet in force: the violation is the model's miss.
+    rec = recommend(
+        CURVE, CAL, policy, workload(2), 64, steady(4.0), judged(policy, past), False, 0.0, False
+    )
+    assert rec.correction == 3
+    # Requests waiting now are evidence about the fleet in force, whatever the window holds.
+    now = snapshot(rps=4.0, ttft=(0.9, 2.3), queue=(0.5, 2.0), waiting=6.0, pods=2)
+    rec = recommend(
+        CURVE, CAL, policy, workload(2), 64, steady(4.0), judged(policy, now), False, 0.0, True
+    )
+    assert rec.correction == 3
+
+
 def test_no_feedback_step_while_pods_are_starting() -> None:
     policy = latency_policy(LatencyMetric.TTFT, 1.0)
     snap = snapshot(rps=4.0, ttft=(0.9, 2.3), queue=(0.5, 2.0), waiting=6.0, pods=2)
