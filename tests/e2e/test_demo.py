@@ -51,11 +51,18 @@ def test_the_demo_applies_the_example_with_sandbox_timings() -> None:
 def test_the_plan_names_its_phases_in_order() -> None:
     plan = Plan()
     assert plan.load_s == len(plan.rates) * plan.window_s
-    assert [plan.phase_at(t) for t in (0.0, 50.0, 70.0, 110.0, 170.0, 1e6)] == [
+    assert [plan.phase_at(t) for t in (0.0, 50.0, 100.0, 125.0, 170.0, 1e6)] == [
         "steady", "rising", "burst", "falling", "quiet", "after the load",
     ]  # fmt: skip
-    assert plan.span("burst") == (60.0, 105.0)
+    assert plan.span("burst") == (90.0, 120.0)
     assert max(plan.rates) == plan.phases[2][2]
+
+
+def test_the_rise_climbs_window_by_window_from_the_steady_rate_to_the_burst() -> None:
+    plan = Plan()
+    rising = plan.rates[2:6]  # after two steady windows
+    assert rising == sorted(rising) and len(set(rising)) == 4
+    assert plan.rates[1] == 1.5 < rising[0] and rising[-1] == plan.rates[6] == 8.0
 
 
 def test_the_plots_are_written_as_images(tmp_path: Path) -> None:

@@ -77,6 +77,9 @@ def up(
     gpu_profile: Annotated[str, typer.Option(help="Emulated GPU: H100, A100, or e.g. h100:a=8.5.")] = "H100",
     operator: Annotated[bool, typer.Option(help="Also run the operator (`sloscale run`).")] = True,
     operator_tick: Annotated[str, typer.Option(help="The operator's reconcile interval.")] = "5s",
+    operator_rate_window: Annotated[
+        str, typer.Option(help="The operator's rate() range over the pods' metrics (scrapes every second).")
+    ] = "1m",
     timeout: Annotated[float, typer.Option(help="Give up if not ready after this many seconds.")] = 90.0,
     real_engine: Annotated[
         bool, typer.Option(help="Run pods of vLLM's server image as the real vLLM CPU engine (.venv-vllm; docs/real-engine.md).")
@@ -94,6 +97,7 @@ def up(
             gpu_profile=gpu_profile,
             operator=operator,
             operator_tick=operator_tick,
+            operator_rate_window=operator_rate_window,
             real_engine=real_engine,
         )
         state = start(config, timeout)

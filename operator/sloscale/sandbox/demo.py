@@ -7,7 +7,7 @@
    and batch cooldown, the emulated GPU, and batch bounds of 8–32 so that a few requests per
    second — what two shared cores can stream — need more than one replica.
 3. Replay three minutes of the Azure LLM conversation trace, compressed four times, through the
-   Service: a steady load, a burst of about five times that, then a quiet tail; afterwards keep
+   Service: a steady load, a one-minute rise to a burst of about five times that, then a quiet tail; afterwards keep
    watching until the replicas are given back (at most `settle_s`).
 4. Show live progress (replicas current/ready/desired, batch, the operator's observed p99 against
    the target and the client's own, queue, the last decision), then print a scorecard: share of
@@ -54,23 +54,32 @@ class Plan:
     """The demo's scenario. Rates are requests/s per window; times are real seconds."""
 
     phases: tuple[tuple[str, int, float], ...] = (
-        ("steady", 3, 1.5),
-        ("rising", 1, 4.0),
-        ("burst", 3, 8.0),
+        ("steady", 2, 1.5),
+        ("rising", 4, 8.0),
+        ("burst", 2, 8.0),
         ("falling", 1, 3.0),
-        ("quiet", 4, 0.5),
+        ("quiet", 3, 0.5),
     )
+    # Phases that climb window by window from the rate before them to their own: a rise the
+    # operator can see coming (a trend), where a step within one cold start could not be.
+    ramps: tuple[str, ...] = ("rising",)
     window_s: float = 15.0
     trace_start_s: float = 600.0  # ten minutes into the trace
     compression: float = 4.0
     settle_s: float = 120.0  # after the load, wait this long at most for the replicas to return
     cold_start_s: float = 10.0
     operator_tick: str = "2s"
+    # Rates over a quarter of the usual minute, as the trace's time is compressed four times.
+    operator_rate_window: str = "15s"
     gpu_profile: str = "A100"
 
     @property
     def rates(self) -> list[float]:
-        return [rate for _, windows, rate in self.phases for _ in range(windows)]
+        rates: list[float] = []
+        for name, windows, rate in self.phases:
+            before = rates[-1] if rates and name in self.ramps else rate
+            rates += [before + (rate - before) * (k + 1) / windows for k in range(windows)]
+        return rates
 
     @property
     def load_s(self) -> float:
@@ -448,6 +457,7 @@ def run_demo(console: Console, out: Path, trace_path: Path, example_path: Path, 
                 cold_start_s=plan.cold_start_s,
                 gpu_profile=plan.gpu_profile,
                 operator_tick=plan.operator_tick,
+                operator_rate_window=plan.operator_rate_window,
             ),
             timeout_s=120,
         )
@@ -586,7 +596,9 @@ def _scenario(
     console.print(
         f"[bold]load[/] {len(load)} requests: {plan.load_s * plan.compression / 60:.0f} min of {trace_path.name} "
         f"from minute {plan.trace_start_s / 60:.0f}, {plan.compression:g}× compressed into {plan.load_s / 60:.0f}; "
-        + ", ".join(f"{p} {r:g} req/s" for p, _, r in plan.phases)
+        + ", ".join(
+            f"{p} {'to ' if p in plan.ramps else ''}{r:g} req/s" for p, _, r in plan.phases
+        )
     )
     api = KubeApi.connect(str(kubeconfig))
     try:

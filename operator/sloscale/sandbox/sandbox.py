@@ -60,6 +60,7 @@ class SandboxConfig:
     gpu_profile: str = "H100"
     operator: bool = True
     operator_tick: str = "5s"
+    operator_rate_window: str = "1m"  # the operator's rate() range (`sloscale run --rate-window`)
     scrape_interval_s: float = 1.0
     # Pods of vLLM's server image run the real CPU engine (`real_vllm.PodEngine`).
     real_engine: bool = False
@@ -159,6 +160,7 @@ class Sandbox:
             "--prometheus-url", self.prometheus.url,
             "--metrics-port", str(free_port()),
             "--tick-interval", self.config.operator_tick,
+            "--rate-window", self.config.operator_rate_window,
         ]  # fmt: skip
         with (self.dir / "operator.log").open("ab") as out:
             self.operator = subprocess.Popen(
@@ -275,7 +277,8 @@ def up(config: SandboxConfig, timeout_s: float = 90.0) -> dict[str, Any]:
     argv = [
         sys.executable, "-m", SUPERVISOR_MARKER, "--dir", str(directory),
         "--speedup", f"{config.speedup:g}", "--cold-start", f"{config.cold_start_s:g}", "--gpu-profile", config.gpu_profile,
-        "--operator-tick", config.operator_tick, "--scrape-interval", f"{config.scrape_interval_s:g}",
+        "--operator-tick", config.operator_tick, "--operator-rate-window", config.operator_rate_window,
+        "--scrape-interval", f"{config.scrape_interval_s:g}",
     ]  # fmt: skip
     if not config.operator:
         argv.append("--no-operator")
@@ -353,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cold-start", type=float, default=20.0)
     parser.add_argument("--gpu-profile", default="H100")
     parser.add_argument("--operator-tick", default="5s")
+    parser.add_argument("--operator-rate-window", default="1m")
     parser.add_argument("--scrape-interval", type=float, default=1.0)
     parser.add_argument("--no-operator", action="store_true")
     parser.add_argument("--real-engine", action="store_true")
@@ -367,6 +371,7 @@ def main(argv: list[str] | None = None) -> None:
         gpu_profile=ns.gpu_profile,
         operator=not ns.no_operator,
         operator_tick=ns.operator_tick,
+        operator_rate_window=ns.operator_rate_window,
         scrape_interval_s=ns.scrape_interval,
         real_engine=ns.real_engine,
         vllm_python=ns.vllm_python,
