@@ -25,6 +25,7 @@ The six types:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -266,7 +267,7 @@ def trouble_message(trouble: PodTrouble) -> str:
         named = [f"{name} ({restarts} restarts)" for name, restarts in trouble.crash_looping]
         parts.append(f"{_pods(len(named))} crash-looping: {_names(named)}")
     if trouble.not_ready:
-        named = [f"{name} ({format_duration(round(s))})" for name, s in trouble.not_ready]
+        named = [f"{name} ({format_duration(math.ceil(s))})" for name, s in trouble.not_ready]
         allowance = format_duration(trouble.allowance_s)
         parts.append(
             f"{_pods(len(named))} not ready after the {allowance} cold-start allowance: "

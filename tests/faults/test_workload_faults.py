@@ -72,30 +72,31 @@ def test_crash_looping_and_never_ready_pods_do_not_scale_up_endlessly(
         )
         # Then it stops: the replicas stay put tick after tick although the new pods never come.
         peak = _settled(box, namespace, "stuck", op)
-        body = wait_for(
-            lambda: (
-                (b := box.isvc(namespace, "stuck"))
-                and condition(b, "Ready").get("reason") == "PodsNotReady"
-                and b
-            ),
-            30,
-            "Ready to name the pods that never become ready",
-            op,
-        )
+
+        def every_unready_pod_named() -> tuple[dict[str, Any], list[str]] | None:
+            body = box.isvc(namespace, "stuck")
+            pods = box.pods(namespace, "stuck")
+            never = sorted(p["metadata"]["name"] for p in pods if not is_ready(p))
+            message = condition(body, "Ready").get("message", "")
+            named = condition(body, "Ready").get("reason") == "PodsNotReady"
+            return (body, never) if body and named and all(n in message for n in never) else None
+
+        # Each pod is named once it is past the cold-start allowance (twice the cold start).
+        body, never = wait_for(every_unready_pod_named, 30, "Ready to name every unready pod", op)
         ready = len(box.ready_pods(namespace, "stuck"))
         decision = (body or {}).get("status", {}).get("lastDecision") or {}
         stuck_ready = condition(body, "Ready")
         assert peak < 8 and ready == 1, (peak, ready)
-        never = sorted(
-            p["metadata"]["name"] for p in box.pods(namespace, "stuck") if not is_ready(p)
-        )
         assert stuck_ready["status"] == "False"
         # "1/2 replicas ready; 1 pod not ready after the 4s cold-start allowance: stuck-… (9s)"
         head = f"1/{peak} replicas ready; {len(never)} pod{'s' if len(never) > 1 else ''} not ready after the "
         assert stuck_ready["message"].startswith(head), stuck_ready["message"]
         assert all(name in stuck_ready["message"] for name in never), (never, stuck_ready)
+        # A Warning when Ready turns to PodsNotReady, not one per tick while it stays (the first
+        # pod, slow to start on a busy machine, may have caused one of its own earlier).
         warned = [e for e in box.events(namespace, "stuck") if e["reason"] == "PodsNotReady"]
-        assert len(warned) == 1 and warned[0]["type"] == "Warning", warned
+        assert 1 <= len(warned) <= 2 and {e["type"] for e in warned} == {"Warning"}, warned
+        assert any(name in warned[-1]["message"] for name in never), (never, warned)
     finally:
         report = load.stop()
 

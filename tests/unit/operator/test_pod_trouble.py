@@ -128,7 +128,7 @@ def test_ready_names_crash_looping_pods_before_stuck_ones_with_counts() -> None:
         "False",
         Reason.PODS_CRASH_LOOPING,
         "1/4 replicas ready; 1 pod crash-looping: chat-a (3 restarts); "
-        "2 pods not ready after the 4m cold-start allowance: chat-b (5m10s), chat-c (4m2s)",
+        "2 pods not ready after the 4m cold-start allowance: chat-b (5m11s), chat-c (4m2s)",
     )
     stuck = workload_ready(
         ready=0, replicas=1, trouble=PodTrouble(not_ready=(("x", 9),), allowance_s=4)
