@@ -223,7 +223,9 @@ class Informer:
 
     def _recovered(self) -> None:
         if self.failing_since is not None:
-            logger.warning(
+            # A cut watch listed again at once is routine; the end of a stale spell is not.
+            logger.log(
+                logging.WARNING if self._stale_logged else logging.INFO,
                 "%s: listed again after %.0fs of failures; the cache is current",
                 self.path,
                 self.failing_s(),
