@@ -241,6 +241,7 @@ def run_bench(trace: Trace, scenario: Scenario, progress: Progress | None = None
         if reasons:
             # How often each reason decided a tick: where our law's replicas went.
             result.details["decision_reasons"] = {str(k): v for k, v in sorted(reasons.items())}
+        result.decisions = getattr(autoscaler, "log", [])
         panics = getattr(autoscaler, "panic_entries", None)
         if panics is not None:
             result.details["panic_entries"] = panics

@@ -79,6 +79,13 @@ def bench(
         Path | None, typer.Option("--json", help="Write the results as JSON here.")
     ] = None,
     plots: Annotated[Path | None, typer.Option(help="Write PNG plots into this folder.")] = None,
+    decisions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write our law's decision log here (JSON lines, one per tick: what it saw, "
+            "decided and why, next to the demand really offered)."
+        ),
+    ] = None,
     seed: Annotated[
         int, typer.Option(help="Seed for the rate multiplier's jitter and the capacity test.")
     ] = 0,
@@ -194,6 +201,9 @@ def bench(
     if json_path is not None:
         report.write_json(result, json_path)
         console.print(f"json: {json_path}")
+    if decisions is not None:
+        count = report.write_decisions(result, decisions)
+        console.print(f"decisions: {decisions} ({count} ticks)")
     if plots is not None:
         for path in report.write_plots(result, plots):
             console.print(f"plot: {path}")

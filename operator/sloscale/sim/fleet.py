@@ -135,6 +135,7 @@ class RunResult:
     timeline: dict[str, FloatArray]
     wall_s: float = 0.0
     details: dict[str, object] = field(default_factory=dict)  # policy-specific, for the JSON
+    decisions: list[dict[str, object]] = field(default_factory=list)  # per tick, where kept
 
 
 _READY, _SCRAPE, _TICK, _SAMPLE, _TIMELINE = range(5)
@@ -165,6 +166,14 @@ class FleetView:
     @property
     def max_num_seqs(self) -> int:
         return self._sim.template_batch
+
+    def offered_rps(self, window_s: float) -> float:
+        """Ground truth no live autoscaler has: requests that arrived over the last `window_s`,
+        per second (for the decision log, comparing what the policy believed)."""
+        arrivals = self._sim.trace.arrival_s
+        newer = np.searchsorted(arrivals, self.now, side="right")
+        older = np.searchsorted(arrivals, self.now - window_s, side="right")
+        return float(newer - older) / window_s
 
     def mean_concurrency(self, window_s: float) -> float | None:
         """Mean in-flight requests (router + pods) over the last `window_s`; None if no sample."""

@@ -74,6 +74,16 @@ def write_json(result: BenchResult, path: Path) -> None:
     )
 
 
+def write_decisions(result: BenchResult, path: Path, policy: str = "sloscale") -> int:
+    """Our law's decision log as JSON lines, one per tick; returns how many were written."""
+    run = result.runs.get(policy)
+    entries = run.decisions if run is not None else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(entry, default=_json_default) for entry in entries]
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return len(lines)
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()

@@ -92,6 +92,29 @@ def test_json_table_and_plots(result: BenchResult, tmp_path: Path) -> None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_our_law_logs_every_tick_next_to_the_demand_really_offered(
+    result: BenchResult, tmp_path: Path
+) -> None:
+    log: list[dict[str, Any]] = result.runs["sloscale"].decisions
+    times = [entry["t"] for entry in log]
+    assert times == sorted(times) and len(log) >= 360 / 15 - 1  # a tick every 15 s
+    # The step: 10 req/s, then 30 from 120 s on (rate windows of one minute).
+    before = [e["offered_rps"] for e in log if 60.0 < e["t"] <= 120.0]
+    after = [e["offered_rps"] for e in log if e["t"] >= 190.0]
+    assert before and all(7.0 < r < 13.0 for r in before)
+    assert after and all(24.0 < r < 36.0 for r in after)
+    assert any(e["action"] == "ScaleUp" for e in log)
+    assert {"AssessMetrics", "ForecastDemand", "Recommend", "Feasibility"} <= set(log[-1]["stages"])
+    # Later entries see the replicas earlier ones decided.
+    decided = {e["decided_replicas"] for e in log}
+    assert {e["replicas"] for e in log[1:]} <= decided | {log[0]["replicas"]}
+    path = tmp_path / "decisions.jsonl"
+    assert report.write_decisions(result, path) == len(log)
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["t"] for line in lines] == times
+    assert report.write_decisions(result, tmp_path / "none.jsonl", policy="hpa-concurrency") == 0
+
+
 def test_runs_are_deterministic_for_a_seed() -> None:
     trace = _trace().slice(60.0, 240.0)
     scenario = _scenario(policies=("sloscale", "hpa-concurrency", "oracle"), capacity_test_s=60.0)
@@ -136,9 +159,13 @@ def test_cli_writes_json_and_plots(tmp_path: Path) -> None:
             str(out),
             "--plots",
             str(tmp_path / "plots"),
+            "--decisions",
+            str(tmp_path / "decisions.jsonl"),
         ],  # fmt: skip
     )
     assert result.exit_code == 0, result.output
+    ticks = (tmp_path / "decisions.jsonl").read_text().splitlines()
+    assert ticks and all(json.loads(t)["reason"] for t in ticks)
     data = json.loads(out.read_text())
     assert set(data["policies"]) == {"sloscale", "static-peak", "oracle"}
     assert "policies simulated in" in result.output
