@@ -66,6 +66,18 @@ BACKOFF_S = (0.5, 30.0)  # after a failed LIST or a broken watch: doubling, capp
 STALE_AFTER_S = 30.0  # not following the API this long: readers go to the API instead
 
 
+def backoff(
+    first_s: float, cap_s: float, rng: Callable[[], float] = random.random
+) -> Iterator[float]:
+    """Pauses between retries: doubling from `first_s` up to `cap_s`, each drawn between half and
+    all of that, so that informers (and operator replicas) cut off by one API outage do not all
+    list again at the same moment."""
+    delay = first_s
+    while True:
+        yield delay * (0.5 + 0.5 * rng())
+        delay = min(delay * 2, cap_s)
+
+
 class Gone(Exception):
     """The watch's resourceVersion is older than the server keeps: list again."""
 
@@ -169,11 +181,11 @@ class Informer:
             self._thread.join(timeout_s)
 
     def _run(self) -> None:
-        delay = self.backoff_s[0]
+        pauses = backoff(*self.backoff_s)
         while not self._stopping.is_set():
             try:
                 self._list()
-                delay = self.backoff_s[0]
+                pauses = backoff(*self.backoff_s)
                 self._recovered()
                 while not self._stopping.is_set():
                     self._watch()  # returns when the server ends the watch: re-open from where it was
@@ -189,12 +201,8 @@ class Informer:
                 if self._stopping.is_set():
                     return
                 self._failed(exc)
-                # Jittered, so that informers (and operator replicas) cut off by one API outage
-                # do not all list again at the same moment.
-                pause = random.uniform(delay / 2, delay)  # noqa: S311 - jitter only
-                if self._stopping.wait(pause):
+                if self._stopping.wait(next(pauses)):
                     return
-                delay = min(delay * 2, self.backoff_s[1])
                 self._note_stale()
 
     def _failed(self, exc: Exception) -> None:

@@ -4,6 +4,7 @@ forget what was deleted, list again when their resourceVersion has expired, and 
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ import pytest
 from prometheus_client.registry import Collector
 
 from sloscale.apiserver import ApiServer
-from sloscale.informers import Informer, WorkloadCache, trim_deployment, trim_pod
+from sloscale.informers import Informer, WorkloadCache, backoff, trim_deployment, trim_pod
 from sloscale.kube import MERGE_PATCH, KubeApi
 from sloscale.resource import SERVICE_LABEL
 from sloscale.workload import (
@@ -458,3 +459,13 @@ def test_retain_stops_the_informers_of_namespaces_left_without_a_service(
         assert every.retain(set()) == [] and len(every.informers()) == 2  # until close
     finally:
         every.close()
+
+
+def test_retries_back_off_doubling_up_to_a_cap_each_pause_jittered() -> None:
+    longest = list(itertools.islice(backoff(0.5, 30.0, rng=lambda: 1.0), 9))
+    assert longest == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    shortest = list(itertools.islice(backoff(0.5, 30.0, rng=lambda: 0.0), 9))
+    assert shortest == [d / 2 for d in longest]
+    drawn = list(itertools.islice(backoff(0.5, 30.0), 200))
+    assert all(d / 2 <= p <= d for p, d in zip(drawn, longest + [30.0] * 191, strict=True))
+    assert len(set(drawn[10:])) > 1  # not one fixed pause: replicas spread out
