@@ -361,15 +361,23 @@ def deletion_costs(
     pods: list[dict[str, Any]], in_flight_by_pod: Mapping[str, float]
 ) -> dict[str, int]:
     """Pod name → the deletion cost to write: its requests in flight (running + waiting, rounded),
-    for the ready pods whose annotation does not already say so. Pods that are not ready go
-    first anyway; a pod with no reading yet is left as it is."""
+    for the ready pods whose annotation does not already say so. Pods that are not ready go first
+    anyway. A ready pod with no reading (not scraped yet, or its scrape failed: a busy pod may
+    answer slowly) costs as much as the busiest one read: unknown load is not taken for idle.
+    Without any reading nothing is written."""
+    ready = [p for p in pods if not p["metadata"].get("deletionTimestamp") and _pod_ready(p)]
+    loads = {
+        p["metadata"]["name"]: round(in_flight_by_pod[p["metadata"]["name"]])
+        for p in ready
+        if p["metadata"]["name"] in in_flight_by_pod
+    }
+    if not loads:
+        return {}
+    busiest = max(loads.values())
     costs: dict[str, int] = {}
-    for pod in pods:
+    for pod in ready:
         meta = pod["metadata"]
-        load = in_flight_by_pod.get(meta["name"])
-        if meta.get("deletionTimestamp") or not _pod_ready(pod) or load is None:
-            continue
-        cost = round(load)
+        cost = loads.get(meta["name"], busiest)
         if (meta.get("annotations") or {}).get(DELETION_COST_ANNOTATION) != str(cost):
             costs[meta["name"]] = cost
     return costs

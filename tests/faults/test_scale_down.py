@@ -143,7 +143,9 @@ def _least_loaded_goes(
     order = [p["metadata"]["name"] for p in deletion_order(pods)]
     light, heavy = order[-1], order[:-1]
     load = Load(url, 4.0)
-    hogs = [Hog(_pod_url(p), load.model, 6) for p in pods if p["metadata"]["name"] in heavy]
+    # Long requests, twice the batch of them: a busy pod stays busy for seconds even when this
+    # process is starved of CPU for a while on a loaded machine.
+    hogs = [Hog(_pod_url(p), load.model, 8) for p in pods if p["metadata"]["name"] in heavy]
     try:
         # The busy pods hold several requests more than the light one, as Prometheus sees them.
         expression = promql.QuerySet().pod_in_flight([namespace])
@@ -210,7 +212,7 @@ class Hog:
         assert served_model(url) == model
         self.url = url
         self.body = json.dumps(
-            {"model": model, "prompt": "word " * 200, "max_tokens": 100}
+            {"model": model, "prompt": "word " * 200, "max_tokens": 400}
         ).encode()
         self.sent = 0
         self.failed: list[str] = []

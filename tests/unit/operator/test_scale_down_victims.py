@@ -55,9 +55,19 @@ def test_only_pods_whose_annotation_differs_are_patched() -> None:
     assert deletion_costs(pods, {"same": 3.2, "moved": 1.0, "new": 6.0}) == {"moved": 1, "new": 6}
 
 
-def test_unready_terminating_and_unread_pods_are_left_alone() -> None:
-    pods = [pod("starting", ready=False), pod("leaving", deleting=True), pod("unscraped"), pod("a")]
+def test_unready_and_terminating_pods_are_left_alone() -> None:
+    pods = [pod("starting", ready=False), pod("leaving", deleting=True), pod("a")]
     assert deletion_costs(pods, {"starting": 0.0, "leaving": 0.0, "a": 2.0}) == {"a": 2}
+
+
+def test_a_pod_without_a_reading_costs_as_much_as_the_busiest_and_none_means_no_ranking() -> None:
+    # Its scrape failed or has not happened: unknown load is not taken for idle.
+    pods = [pod("busy"), pod("idle"), pod("unscraped", cost="0")]
+    assert deletion_costs(pods, {"busy": 9.0, "idle": 1.0}) == {
+        "busy": 9,
+        "idle": 1,
+        "unscraped": 9,
+    }
     assert deletion_costs(pods, {}) == {}
 
 
