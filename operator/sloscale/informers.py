@@ -185,10 +185,12 @@ class Informer:
         while not self._stopping.is_set():
             try:
                 self._list()
-                pauses = backoff(*self.backoff_s)
                 self._recovered()
                 while not self._stopping.is_set():
                     self._watch()  # returns when the server ends the watch: re-open from where it was
+                    # Only a watch that lasted resets the back-off: one refused right after
+                    # each LIST (say, no RBAC to watch) must not turn into a LIST every second.
+                    pauses = backoff(*self.backoff_s)
             except Gone:
                 self.expired += 1
                 logger.info(

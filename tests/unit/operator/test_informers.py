@@ -469,3 +469,39 @@ def test_retries_back_off_doubling_up_to_a_cap_each_pause_jittered() -> None:
     drawn = list(itertools.islice(backoff(0.5, 30.0), 200))
     assert all(d / 2 <= p <= d for p, d in zip(drawn, longest + [30.0] * 191, strict=True))
     assert len(set(drawn[10:])) > 1  # not one fixed pause: replicas spread out
+
+
+class RefusedWatch(Informer):
+    """Lists fine, and every watch after a list breaks at once; records each back-off pause."""
+
+    pauses: list[float]
+
+    def _list(self) -> None:
+        self.lists += 1
+
+    def _watch(self) -> None:
+        raise ConnectionResetError("watch refused")
+
+
+class StopAfter:
+    """Stands in for the informer's stop flag: records the pauses, stops after `n` of them."""
+
+    def __init__(self, pauses: list[float], n: int) -> None:
+        self.pauses, self.n = pauses, n
+
+    def is_set(self) -> bool:
+        return len(self.pauses) >= self.n
+
+    def wait(self, timeout: float) -> bool:
+        self.pauses.append(timeout)
+        return self.is_set()
+
+
+def test_a_watch_refused_after_every_list_backs_off_instead_of_listing_in_a_loop() -> None:
+    informer = RefusedWatch(None, DEPLOYMENTS, backoff_s=(0.5, 30.0))  # type: ignore[arg-type]
+    pauses: list[float] = []
+    informer._stopping = StopAfter(pauses, 7)  # type: ignore[assignment]
+    informer._run()  # in this thread: returns once stopped
+    assert informer.lists == 7
+    for pause, ceiling in zip(pauses, [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0], strict=True):
+        assert ceiling / 2 <= pause <= ceiling
