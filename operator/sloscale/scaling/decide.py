@@ -174,10 +174,12 @@ def decide(
 def fleet_changed_in_window(
     state: ControlState, cold_start_s: float, window_s: float, now: float
 ) -> bool:
-    """Whether the last replica change (its pods ready one cold start later) falls within the
-    rate window the percentiles are read over: they then mix two fleets."""
-    changed = state.last_scale_time
-    return changed is not None and now - (changed + cold_start_s) < window_s
+    """Whether the last scale-up (its pods ready one cold start later) falls within the rate
+    window the percentiles are read over: they then still count the smaller fleet's requests.
+    A scale-down takes effect at once, and a window holding the larger fleet only flatters the
+    smaller one: feedback stays on."""
+    grew = state.last_scale_up_time
+    return grew is not None and now - (grew + cold_start_s) < window_s
 
 
 @dataclass(frozen=True)

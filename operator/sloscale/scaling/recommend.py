@@ -38,7 +38,7 @@ Two corrections follow the model:
 * feedback — the objective is violated while the model says the current replicas hold it, with
   no pods starting, no per-token cause, the queue not draining (a draining backlog is a
   transient the replicas already cover) and the evidence about the fleet in force: right after
-  the fleet changed, the percentile's rate window still holds the requests of the smaller fleet,
+  the fleet grew, the percentile's rate window still holds the requests of the smaller fleet,
   so only requests waiting now count then (`fleet_changed_in_window`): step up in proportion to observed ÷ target, at least
   one replica and at most a quarter more per tick (`Reason.MODEL_CORRECTION`) — the fit and
   calibration catch up within minutes, and a larger step mostly buys pods that arrive after a

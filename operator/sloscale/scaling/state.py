@@ -106,6 +106,7 @@ class ControlState:
     max_num_seqs: int | None
     last_scale_time: float | None = None
     last_batch_change_time: float | None = None
+    last_scale_up_time: float | None = None  # when replicas last grew (capacity still coming)
     last_tick: float | None = None
     last_waiting: float | None = None
     demand: tuple[tuple[float, float], ...] = ()  # (time, req/s arriving)
@@ -167,10 +168,11 @@ def record_workload(
     if state.seen_workload == seen:
         return replace(state, seen_at=now)
     changed_at = min(state.seen_at, now)
-    events, last_scale, last_batch = (
+    events, last_scale, last_batch, last_up = (
         state.scale_events,
         state.last_scale_time,
         state.last_batch_change_time,
+        state.last_scale_up_time,
     )
     before_replicas, before_batch = state.seen_workload
     if replicas != before_replicas:
@@ -181,6 +183,8 @@ def record_workload(
             max_len=MAX_SCALE_EVENTS,
         )
         last_scale = changed_at
+        if replicas > before_replicas:
+            last_up = changed_at
     if batch != before_batch:
         last_batch = now
     return replace(
@@ -190,6 +194,7 @@ def record_workload(
         scale_events=events,
         last_scale_time=last_scale,
         last_batch_change_time=last_batch,
+        last_scale_up_time=last_up,
     )
 
 

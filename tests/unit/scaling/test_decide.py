@@ -21,6 +21,7 @@ from sloscale.scaling import (
     decide,
 )
 from sloscale.scaling.decide import fleet_changed_in_window
+from sloscale.scaling.state import record_workload
 
 
 def stage(decision: Decision, name: Stage) -> str:
@@ -175,16 +176,28 @@ def test_a_scale_up_seen_a_long_tick_later_still_limits_the_next_scale_down() ->
 
 
 @pytest.mark.parametrize(
-    ("last_scale", "now", "expected"),
+    ("last_up", "now", "expected"),
     [
-        (None, 1000.0, False),  # never changed: the window holds one fleet
+        (None, 1000.0, False),  # never grew: the window holds one fleet
         (900.0, 1000.0, True),  # ready at 960, the 60 s window still reaches back before it
         (880.0, 1000.0, False),  # ready at 940: the window starts right then
         (800.0, 1000.0, False),
     ],
 )
 def test_a_window_mixes_fleets_until_a_whole_one_has_passed_since_the_pods_were_ready(
-    last_scale: float | None, now: float, expected: bool
+    last_up: float | None, now: float, expected: bool
 ) -> None:
-    state = replace(ControlState.initial(0.0, 2, 64), last_scale_time=last_scale)
+    state = replace(ControlState.initial(0.0, 2, 64), last_scale_up_time=last_up)
     assert fleet_changed_in_window(state, cold_start_s=60.0, window_s=60.0, now=now) is expected
+
+
+def test_only_a_scale_up_makes_the_window_mix_fleets() -> None:
+    # A scale-down takes effect at once; a window holding the larger fleet flatters the smaller.
+    state = ControlState.initial(0.0, 4, 64)
+    state = record_workload(state, 4, 64, 100.0, 60.0)
+    down = record_workload(state, 3, 64, 115.0, 60.0)
+    assert down.last_scale_time == 100.0 and down.last_scale_up_time is None
+    assert not fleet_changed_in_window(down, cold_start_s=60.0, window_s=60.0, now=130.0)
+    up = record_workload(down, 5, 64, 130.0, 60.0)
+    assert up.last_scale_up_time == 115.0
+    assert fleet_changed_in_window(up, cold_start_s=60.0, window_s=60.0, now=145.0)
