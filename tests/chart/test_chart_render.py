@@ -58,6 +58,8 @@ def test_kubernetes_validate_rejects_an_unknown_field() -> None:
         "prometheusRule.alerts.objectiveViolated.severity=page",
         "operator.tickInterval=fast",
         "prometheus.rateWindow=1 minute",
+        "prometheus.rateWindow=1d",  # Prometheus would take it; the operator's flags do not
+        "operator.tickInterval=0s",
         "operator.logLevel=verbose",
         "watch.namespaces[0]=Not_A_Namespace",
         "replicaCount=0",
