@@ -29,6 +29,7 @@ import asyncio
 import collections
 import copy
 import logging
+import math
 import socket
 import threading
 import time
@@ -610,6 +611,9 @@ class Fleet:
                 Unavailability.NO_DATA, "the metrics source returned nothing"
             )
             pending = collections.deque(keys)
+            # Batches no larger than an even share: a handful of services still spread over
+            # every worker, so one slow API call holds up few others.
+            size = max(1, min(self.batch_size, math.ceil(len(keys) / self.concurrency)))
 
             def reconcile(batch: list[tuple[ServiceKey, dict[str, Any]]]) -> None:
                 for key, body in batch:
@@ -631,7 +635,7 @@ class Fleet:
                     # during the tick is left alone, and the spec read is the newest. The status
                     # is read only on first sight of a service (after that, memory holds it).
                     batch: list[tuple[ServiceKey, dict[str, Any]]] = []
-                    while pending and len(batch) < self.batch_size:
+                    while pending and len(batch) < size:
                         key = pending.popleft()
                         live = self.bodies.get(key)
                         if live is not None:

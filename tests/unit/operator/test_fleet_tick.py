@@ -8,11 +8,14 @@ with them — one read for every service, each service on its own, and restart s
 from __future__ import annotations
 
 import asyncio
+import collections
+import math
+import threading
 import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -390,3 +393,41 @@ def test_a_service_let_go_during_the_tick_is_not_acted_on(api: tuple[ApiServer, 
     assert (NS, "leaving") not in fleet.reconciler.memory
     assert deployment(client, "leaving") is None and "status" not in fresh(client, "leaving")
     assert deployment(client, "staying") is not None and "status" in fresh(client, "staying")
+
+
+@dataclass
+class ThreadRecordingReconciler:
+    """Stands in for `ServiceReconciler`: notes which worker thread reconciled each service."""
+
+    seen: dict[Key, int] = field(default_factory=dict)
+    memory: dict[Key, object] = field(default_factory=dict)
+    cache: None = None
+
+    def reconcile(self, body: dict[str, Any], metrics: object, now: float) -> Outcome:
+        meta = body["metadata"]
+        self.seen[(meta["namespace"], meta["name"])] = threading.get_ident()
+        time.sleep(0.05)  # long enough that the workers overlap
+        return cast(Outcome, None)
+
+    def forget(self, key: Key) -> None:
+        self.memory.pop(key, None)
+
+
+@pytest.mark.parametrize("services", [2, 8, 40])
+def test_a_few_services_spread_over_every_worker_thread(services: int) -> None:
+    # One slow service must not hold up all the others: batches are an even share at most.
+    reconciler = ThreadRecordingReconciler()
+    telemetry = Telemetry()
+    fleet = Fleet(
+        cast(ServiceReconciler, reconciler),
+        RecordingSource(MetricsUnavailable(Unavailability.NO_DATA, "none")),
+        telemetry,
+        tick_interval_s=1.0,
+    )
+    for i in range(services):
+        fleet.register({"metadata": {"namespace": NS, "name": f"s{i}"}, "spec": {}})
+    asyncio.run(fleet.tick(1000.0))
+    assert len(reconciler.seen) == services
+    per_thread = collections.Counter(reconciler.seen.values())
+    assert len(per_thread) == min(services, fleet.concurrency)
+    assert max(per_thread.values()) == math.ceil(services / fleet.concurrency)
