@@ -15,7 +15,8 @@ same number whatever the number of services — evaluated at `now`, and assemble
 A snapshot comes as a `ServiceSnapshot`: the `MetricsSnapshot` the control law reads, plus each
 pod's requests in flight (`in_flight_by_pod`), which only the operator's edge reads — to annotate
 the least-loaded pods as the first to go on a scale-down. That per-pod reading is optional: a pod
-without it, or with an unusable value, is left out, and the snapshot stands.
+without it, or with an unusable value, is left out, and the snapshot stands; when its query fails
+or comes back unreadable, every pod goes without it (logged) and the snapshots still stand.
 
 Nothing in a data problem raises out of `fetch`: the control law holds on an unavailable snapshot,
 and the reason goes into the resource's status. The synchronous HTTP client
@@ -28,6 +29,7 @@ wrong is tested without a server.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Collection, Mapping, Sequence
@@ -42,6 +44,8 @@ from urllib3.util.retry import Retry
 
 from sloscale import promql
 from sloscale.scaling.snapshot import Histogram, MetricsSnapshot, MetricsUnavailable, Unavailability
+
+logger = logging.getLogger("sloscale.metrics")
 
 ServiceKey = tuple[str, str]
 """(namespace, InferenceService name)."""
@@ -245,6 +249,18 @@ def _per_pod(samples: Sequence[Sample] | None) -> dict[str, float]:
     return found
 
 
+# What a failed query raises: OSError covers requests' connection errors and timeouts;
+# RecursionError a JSON body nested too deeply to decode.
+QUERY_ERRORS = (
+    OSError,
+    PrometheusApiClientException,
+    ValueError,
+    KeyError,
+    TypeError,
+    RecursionError,
+)
+
+
 def _unavailable_for_all(
     services: Collection[ServiceKey], reason: Unavailability, message: str
 ) -> dict[ServiceKey, Result]:
@@ -335,16 +351,10 @@ class PrometheusMetricsSource:
         for key, expression in self.queries.all(namespaces).items():
             try:
                 raw = self._query(expression, now)
-            except (
-                OSError,
-                PrometheusApiClientException,
-                ValueError,
-                KeyError,
-                TypeError,
-                RecursionError,
-            ) as error:
-                # OSError covers requests' connection errors and timeouts; RecursionError a JSON
-                # body nested too deeply to decode.
+            except QUERY_ERRORS as error:
+                if key == promql.POD_IN_FLIGHT:  # only steers scale-down victims: do without
+                    logger.warning("per-pod load unread: %s", self._describe(error))
+                    continue
                 return _unavailable_for_all(
                     services,
                     Unavailability.QUERY_FAILED,
@@ -353,6 +363,9 @@ class PrometheusMetricsSource:
             try:
                 answers[key] = parse_vector(raw, self.queries.service_label)
             except MalformedAnswer as error:
+                if key == promql.POD_IN_FLIGHT:
+                    logger.warning("per-pod load unreadable: %s", error)
+                    continue
                 return _unavailable_for_all(
                     services,
                     Unavailability.MALFORMED,

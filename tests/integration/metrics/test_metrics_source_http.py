@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -27,7 +28,7 @@ Reply = tuple[int, bytes]
 class FakePrometheus:
     """Answers every request with `reply()` and remembers the requests' Authorization headers."""
 
-    def __init__(self, reply: Callable[[], Reply]) -> None:
+    def __init__(self, reply: Callable[[], Reply], failing: str | None = None) -> None:
         self.reply = reply
         self.authorizations: list[str | None] = []
         fake = self
@@ -35,7 +36,12 @@ class FakePrometheus:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 fake.authorizations.append(self.headers.get("Authorization"))
-                status, body = fake.reply()
+                query = parse_qs(urlsplit(self.path).query).get("query", [""])[0]
+                status, body = (
+                    (422, b'{"status":"error","errorType":"timeout","error":"query timed out"}')
+                    if failing is not None and failing in query
+                    else fake.reply()
+                )
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -118,6 +124,30 @@ def test_a_bad_answer_makes_every_service_unavailable_after_one_query(
         assert source.queries_issued == 1
     assert said in messages[0]
     assert len(server.authorizations) == (2 if "5xx" in said else 1)
+
+
+def test_a_failed_per_pod_query_leaves_the_snapshots_to_the_other_families() -> None:
+    # The per-pod load only orders scale-down victims: its query timing out must not turn into
+    # QueryFailed for every service (levers frozen, a Warning each) the way a required one does.
+    server = FakePrometheus(empty_vector, failing=") + sum by (")
+    try:
+        with PrometheusMetricsSource(server.url, retries=0) as source:
+            results = source.fetch(SERVICES, NOW)
+            asked = source.queries_issued
+            assert asked == len(source.queries.all(["team-a", "team-b"]))  # every query asked
+    finally:
+        server.close()
+    assert set(results) == set(SERVICES)
+    for result in results.values():
+        assert isinstance(result, MetricsUnavailable)  # no series at all: nothing reports yet
+        assert result.reason is not Unavailability.QUERY_FAILED, result.message
+    # The same failure on a required family is an outage for every service.
+    server = FakePrometheus(empty_vector, failing="vllm:num_requests_waiting")
+    try:
+        with PrometheusMetricsSource(server.url, retries=0) as source:
+            all_unavailable(source.fetch(SERVICES, NOW), Unavailability.QUERY_FAILED)
+    finally:
+        server.close()
 
 
 def test_an_unreachable_prometheus_is_query_failed() -> None:
