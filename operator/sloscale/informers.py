@@ -368,9 +368,10 @@ DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
 
 def trim_pod(pod: Obj) -> Obj:
-    """What the control loop reads of a pod: identity, labels, times, readiness, restarts, why a
-    container waits (CrashLoopBackOff), and the one annotation the operator writes (its deletion
-    cost, so that an unchanged cost is not written again)."""
+    """What the control loop reads of a pod: identity, labels, times, readiness, restarts and
+    when a container last ended, why a container waits (CrashLoopBackOff), and the one
+    annotation the operator writes (its deletion cost, so that an unchanged cost is not written
+    again)."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     kept_meta = (
         "name",
@@ -401,6 +402,9 @@ def _trim_container(container: Obj) -> Obj:
     waiting = ((container.get("state") or {}).get("waiting") or {}).get("reason")
     if waiting:
         kept["state"] = {"waiting": {"reason": waiting}}
+    finished = ((container.get("lastState") or {}).get("terminated") or {}).get("finishedAt")
+    if finished:
+        kept["lastState"] = {"terminated": {"finishedAt": finished}}
     return kept
 
 

@@ -404,18 +404,27 @@ def pod_trouble(pods: list[dict[str, Any]], now: float, allowance_s: float) -> P
             ((c.get("state") or {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff"
             for c in containers
         )
-        if backoff or restarts >= CRASH_LOOP_RESTARTS:
-            crashing.append((meta["name"], restarts))
-            continue
         # Not ready since it was created, or since it last turned unready.
         ready: dict[str, Any] = next(
             (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
         )
         marks = (_time(meta.get("creationTimestamp")), _time(ready.get("lastTransitionTime")))
         since = max((t.timestamp() for t in marks if t is not None), default=None)
+        # restartCount is for the pod's life: old restarts of a pod that served for days do not
+        # make a readiness blip a crash loop. A container must have ended during this unready
+        # spell (one whose kubelet does not say when counts).
+        ended = [_last_exit(c) for c in containers if int(c.get("restartCount") or 0)]
+        looping = any(t is None or since is None or t.timestamp() >= since for t in ended)
+        if backoff or (restarts >= CRASH_LOOP_RESTARTS and looping):
+            crashing.append((meta["name"], restarts))
+            continue
         if since is not None and now - since > allowance_s:
             stuck.append((meta["name"], now - since))
     return PodTrouble(tuple(sorted(crashing)), tuple(sorted(stuck)), allowance_s)
+
+
+def _last_exit(container: dict[str, Any]) -> datetime | None:
+    return _time(((container.get("lastState") or {}).get("terminated") or {}).get("finishedAt"))
 
 
 def selector_of(deployment: dict[str, Any]) -> str:

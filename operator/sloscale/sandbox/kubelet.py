@@ -152,12 +152,13 @@ class PodProcess:
     started_at: str = ""
     restarts: int = 0
     ready: bool = False
-    ready_since: str = ""
+    ready_since: str = ""  # when Ready last changed (the condition's lastTransitionTime)
     failure_threshold: int = 3  # the readiness probe's failureThreshold
     probe_failures: int = 0  # consecutive failed probes while ready
     deleting_since: float | None = None  # monotonic time its deletion was seen
     terminate_at: float | None = None  # monotonic time SIGTERM was sent
     last_exit: int | None = None
+    last_exit_at: str | None = None  # RFC 3339, as the kubelet's lastState.terminated.finishedAt
     restart_at: float | None = None  # monotonic time of the next restart after a crash
     last_status: JSON = field(default_factory=dict)  # what was last written to the API
     engine: str = "emulated"  # or "vllm": the real engine, in a process group of its own
@@ -184,8 +185,14 @@ class PodProcess:
                 preexec_fn=_die_with_parent,
             )
         self.started_at = now_rfc3339()
-        self.ready = False
+        self.set_unready()
         self.probe_failures = 0
+
+    def set_unready(self) -> None:
+        """Ready goes False; its transition time moves only if it was True (as the kubelet's)."""
+        if self.ready:
+            self.ready_since = now_rfc3339()
+        self.ready = False
 
     def terminate(self) -> None:
         """SIGTERM to the main process only, as the kubelet does: it drains, then stops its own."""
@@ -193,7 +200,7 @@ class PodProcess:
             assert self.process is not None
             self.process.send_signal(signal.SIGTERM)
         self.terminate_at = self.terminate_at or time.monotonic()
-        self.ready = False
+        self.set_unready()
 
     def kill(self) -> None:
         if self.alive:
@@ -443,6 +450,7 @@ class Kubelet:
                 if proc.restart_at is None:
                     proc.reap()
                     proc.last_exit = proc.process.returncode
+                    proc.last_exit_at = now_rfc3339()
                     proc.restart_at = time.monotonic() + min(MAX_BACKOFF_S, 2.0**proc.restarts)
                     log.warning("pod %s exited with %s; restarting", _key(pod), proc.last_exit)
                 if time.monotonic() >= proc.restart_at:
@@ -485,7 +493,7 @@ class Kubelet:
                 # SIGTERM follows on a later pass, once no new request can be on its way to it.
                 log.info("draining pod %s", _key(pod))
                 proc.deleting_since = time.monotonic()
-                proc.ready = False
+                proc.set_unready()
                 for key, router in self.routers.items():
                     if key.startswith(ns + "/"):
                         router.drop(name)
@@ -510,9 +518,11 @@ class Kubelet:
     async def _write_pod_status(self, pod: JSON, proc: PodProcess) -> None:
         created = pod["metadata"].get("creationTimestamp") or proc.started_at
         ready = "True" if proc.ready and proc.deleting_since is None else "False"
-        since = proc.ready_since or proc.started_at
+        since = proc.ready_since or created  # never ready: unready since the pod was created
         container = pod["spec"]["containers"][0]
         state: JSON = {"running": {"startedAt": proc.started_at}}
+        if proc.restart_at is not None:  # exited, waiting out the back-off as the kubelet does
+            state = {"waiting": {"reason": "CrashLoopBackOff", "message": f"back-off restarting failed container {container['name']}"}}
         container_status: JSON = {
             "name": container["name"],
             "image": container.get("image", ""),
@@ -524,7 +534,8 @@ class Kubelet:
             "state": state,
         }
         if proc.last_exit is not None:
-            container_status["lastState"] = {"terminated": {"exitCode": proc.last_exit, "reason": "Error"}}
+            terminated = {"exitCode": proc.last_exit, "reason": "Error", "finishedAt": proc.last_exit_at}
+            container_status["lastState"] = {"terminated": terminated}
         status = {
             "phase": "Running",
             "hostIP": "127.0.0.1",

@@ -44,10 +44,13 @@ def pod(
     waiting: str | None = None,
     unready_for_s: float | None = None,
     deleting: bool = False,
+    last_exit_s: float | None = None,
 ) -> dict[str, Any]:
     """A pod created `age_s` ago; its Ready condition last changed `unready_for_s` ago (default:
-    at creation)."""
+    at creation); its container last ended `last_exit_s` ago (default: not said)."""
     container: dict[str, Any] = {"name": "vllm", "restartCount": restarts, "ready": ready}
+    if last_exit_s is not None:
+        container["lastState"] = {"terminated": {"exitCode": 1, "finishedAt": stamp(last_exit_s)}}
     if waiting:
         container["state"] = {"waiting": {"reason": waiting, "message": "back-off 40s"}}
     since = age_s if unready_for_s is None else unready_for_s
@@ -78,6 +81,16 @@ def test_a_pod_restarting_or_in_back_off_while_not_ready_is_crash_looping() -> N
     assert trouble.not_ready == ()
 
 
+def test_old_restarts_of_a_pod_that_served_do_not_make_a_readiness_blip_a_crash_loop() -> None:
+    pods = [
+        pod("week-old", age_s=604_800, restarts=2, unready_for_s=5, last_exit_s=600_000),
+        pod("crashed-just-now", age_s=300, restarts=2, last_exit_s=20),
+    ]
+    trouble = pod_trouble(pods, NOW, allowance_s=60)
+    assert trouble.crash_looping == (("crashed-just-now", 2),)
+    assert trouble.not_ready == ()  # the week-old pod turned unready 5 s ago: within allowance
+
+
 def test_a_pod_not_ready_past_the_allowance_is_stuck_and_one_within_it_is_starting() -> None:
     pods = [
         pod("stuck", age_s=61),
@@ -103,7 +116,7 @@ def test_the_allowance_is_twice_the_longer_of_the_declared_and_measured_cold_sta
 
 
 def test_the_pod_cache_keeps_what_the_trouble_and_the_deletion_cost_read() -> None:
-    raw = pod("chat-1", age_s=5, restarts=3, waiting="CrashLoopBackOff")
+    raw = pod("chat-1", age_s=5, restarts=3, waiting="CrashLoopBackOff", last_exit_s=2)
     raw["metadata"]["annotations"] = {
         "controller.kubernetes.io/pod-deletion-cost": "4",
         "kubectl.kubernetes.io/last-applied-configuration": "{...}",
@@ -111,7 +124,12 @@ def test_the_pod_cache_keeps_what_the_trouble_and_the_deletion_cost_read() -> No
     trimmed = trim_pod(raw)
     assert trimmed["metadata"]["annotations"] == {"controller.kubernetes.io/pod-deletion-cost": "4"}
     assert trimmed["status"]["containerStatuses"] == [
-        {"name": "vllm", "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
+        {
+            "name": "vllm",
+            "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"finishedAt": stamp(2)}},
+        }
     ]
     assert pod_trouble([trimmed], NOW, 60) == pod_trouble([raw], NOW, 60)
 
