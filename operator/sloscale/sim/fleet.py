@@ -173,7 +173,8 @@ class FleetView:
         arrivals = self._sim.trace.arrival_s
         newer = np.searchsorted(arrivals, self.now, side="right")
         older = np.searchsorted(arrivals, self.now - window_s, side="right")
-        return float(newer - older) / window_s
+        span = min(window_s, self.now)  # the trace's first seconds: only the time that passed
+        return float(newer - older) / span if span > 0 else 0.0
 
     def mean_concurrency(self, window_s: float) -> float | None:
         """Mean in-flight requests (router + pods) over the last `window_s`; None if no sample."""
