@@ -12,7 +12,7 @@ import collections
 import math
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -72,16 +72,6 @@ def slow(now: float) -> MetricsSnapshot:
         waiting=37.0,
         running=64.0,
     )
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[ApiServer, KubeApi]]:
-    with ApiServer.in_thread(crds=[ROOT / "crds" / "inferenceservice.yaml"]) as server:
-        client = KubeApi.connect(str(server.write_kubeconfig(tmp_path / "kubeconfig")))
-        try:
-            yield server, client
-        finally:
-            client.close()
 
 
 def isvc(client: KubeApi, name: str, **spec: Any) -> dict[str, Any]:

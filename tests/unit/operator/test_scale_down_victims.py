@@ -9,14 +9,11 @@ annotation differs, and a refused patch neither blocks the scale-down nor fails 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
-import pytest
 from operator_cases import snapshot
-from test_fleet_tick import NS, ROOT, deployment, fresh, isvc, mark_ready
+from test_fleet_tick import NS, deployment, fresh, isvc, mark_ready
 
 from sloscale import promql
 from sloscale.apiserver import ApiServer
@@ -114,16 +111,6 @@ def test_requests_in_flight_are_read_per_pod_and_a_broken_value_only_drops_that_
 
 
 # --- the reconciler, over HTTP to the API emulator ------------------------------------------------
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[ApiServer, KubeApi]]:
-    with ApiServer.in_thread(crds=[ROOT / "crds" / "inferenceservice.yaml"]) as server:
-        client = KubeApi.connect(str(server.write_kubeconfig(tmp_path / "kubeconfig")))
-        try:
-            yield server, client
-        finally:
-            client.close()
 
 
 def _three_ready_pods(client: KubeApi, reconciler: ServiceReconciler, now: float) -> list[str]:

@@ -95,6 +95,19 @@ def cached_fleet(client: KubeApi, cache: WorkloadCache, source: RecordingSource)
     return Fleet(reconciler, source, telemetry, tick_interval_s=1.0)
 
 
+def lagging_after_first_tick(client: KubeApi, cache: WorkloadCache, start: float) -> Fleet:
+    """A fleet that rendered `chat` and saw it ready in the cache; the cache then stops following
+    the API, so from here on it lags every write."""
+    fleet = cached_fleet(client, cache, RecordingSource(snapshot(taken_at=start)))
+    fleet.register(isvc(client, "chat"))
+    asyncio.run(fleet.tick(start))
+    mark_ready(client, "chat")
+    eventually(lambda: ready_in_cache(cache, "chat"), "the ready Deployment in the cache")
+    for informer in cache.informers():
+        informer.stop()
+    return fleet
+
+
 def ready_in_cache(cache: WorkloadCache, name: str) -> bool:
     found = cache.deployment(NS, name)
     return bool(found and (found.get("status") or {}).get("readyReplicas"))
@@ -158,14 +171,7 @@ def test_the_tick_after_a_scale_sees_it_while_the_cache_still_shows_the_old_depl
 ) -> None:
     _, client = api
     start = time.time()
-    fleet = cached_fleet(client, cache, RecordingSource(snapshot(taken_at=start)))
-    fleet.register(isvc(client, "chat"))
-    asyncio.run(fleet.tick(start))
-    mark_ready(client, "chat")
-    eventually(lambda: ready_in_cache(cache, "chat"), "the ready Deployment in the cache")
-    # The cache stops following the API: from here on it lags every write.
-    for informer in cache.informers():
-        informer.stop()
+    fleet = lagging_after_first_tick(client, cache, start)
     fleet.metrics = RecordingSource(slow(start + 1))  # queueing: the objective needs more replicas
 
     asyncio.run(fleet.tick(start + 1))
@@ -278,13 +284,7 @@ def test_a_service_let_go_takes_its_superseded_versions_with_it(
 ) -> None:
     _, client = api
     start = time.time()
-    fleet = cached_fleet(client, cache, RecordingSource(snapshot(taken_at=start)))
-    fleet.register(isvc(client, "chat"))
-    asyncio.run(fleet.tick(start))
-    mark_ready(client, "chat")
-    eventually(lambda: ready_in_cache(cache, "chat"), "the ready Deployment in the cache")
-    for informer in cache.informers():  # the cache lags from here on
-        informer.stop()
+    fleet = lagging_after_first_tick(client, cache, start)
     fleet.metrics = RecordingSource(slow(start + 1))
     asyncio.run(fleet.tick(start + 1))  # scales up: the version it replaced is remembered
     assert (NS, "chat") in fleet.reconciler.superseded
