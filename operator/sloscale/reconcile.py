@@ -643,6 +643,9 @@ class Fleet:
                             batch.append((key, _copy_body(live, with_status=first)))
                     if batch:
                         await asyncio.to_thread(reconcile, batch)
+                        for key, _ in batch:
+                            if key not in self.bodies:  # let go while it was being reconciled:
+                                self.reconciler.forget(key)  # drop what that brought back
 
             await asyncio.gather(*(worker() for _ in range(self.concurrency)))
             self._release_caches()  # any a service let go mid-tick had started again

@@ -421,3 +421,28 @@ def test_a_few_services_spread_over_every_worker_thread(services: int) -> None:
     per_thread = collections.Counter(reconciler.seen.values())
     assert len(per_thread) == min(services, fleet.concurrency)
     assert max(per_thread.values()) == math.ceil(services / fleet.concurrency)
+
+
+def test_a_service_let_go_while_being_reconciled_leaves_nothing_behind() -> None:
+    # kopf lets go of it (and forgets it) on the loop thread while a worker reconciles it: what
+    # that reconcile then remembers (memory, gauges) is dropped once the batch is back.
+    fleet = Fleet(
+        cast(ServiceReconciler, ThreadRecordingReconciler()),
+        RecordingSource(MetricsUnavailable(Unavailability.NO_DATA, "none")),
+        Telemetry(),
+        tick_interval_s=1.0,
+    )
+    reconciler = cast(ThreadRecordingReconciler, fleet.reconciler)
+
+    def reconcile(body: dict[str, Any], metrics: object, now: float) -> Outcome:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if key[1] == "leaving":
+            fleet.unregister(*key)  # forgotten first, as the race has it ...
+        reconciler.memory[key] = "remembered"  # ... then remembered again by this reconcile
+        return cast(Outcome, None)
+
+    reconciler.reconcile = reconcile  # type: ignore[method-assign]
+    for name in ("staying", "leaving"):
+        fleet.register({"metadata": {"namespace": NS, "name": name}, "spec": {}})
+    asyncio.run(fleet.tick(1000.0))
+    assert set(reconciler.memory) == {(NS, "staying")}
