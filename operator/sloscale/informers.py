@@ -61,6 +61,7 @@ Obj = dict[str, Any]
 Transform = Callable[[Obj], Obj]
 PAGE_SIZE = 500
 WATCH_TIMEOUT_S = 300  # the server ends a watch after about this long (jittered); it is re-opened
+MIN_WATCH_S = 1.0  # a watch the server ends sooner is re-opened only after a back-off pause
 READ_SLACK_S = 30.0  # a watch silent this much longer than its timeout is presumed dead
 BACKOFF_S = (0.5, 30.0)  # after a failed LIST or a broken watch: doubling, capped, jittered
 STALE_AFTER_S = 30.0  # not following the API this long: readers go to the API instead
@@ -187,10 +188,15 @@ class Informer:
                 self._list()
                 self._recovered()
                 while not self._stopping.is_set():
+                    opened = time.monotonic()
                     self._watch()  # returns when the server ends the watch: re-open from where it was
                     # Only a watch that lasted resets the back-off: one refused right after
-                    # each LIST (say, no RBAC to watch) must not turn into a LIST every second.
-                    pauses = backoff(*self.backoff_s)
+                    # each LIST (say, no RBAC to watch) must not turn into a LIST every second,
+                    # nor one the server ends at once into a watch request in a tight loop.
+                    if time.monotonic() - opened >= MIN_WATCH_S:
+                        pauses = backoff(*self.backoff_s)
+                    elif self._stopping.wait(next(pauses)):
+                        return
             except Gone:
                 self.expired += 1
                 logger.info(

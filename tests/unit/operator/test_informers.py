@@ -505,3 +505,22 @@ def test_a_watch_refused_after_every_list_backs_off_instead_of_listing_in_a_loop
     assert informer.lists == 7
     for pause, ceiling in zip(pauses, [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0], strict=True):
         assert ceiling / 2 <= pause <= ceiling
+
+
+class EndedAtOnce(RefusedWatch):
+    """A server that ends every watch as soon as it is opened, normally (no error)."""
+
+    watches = 0
+
+    def _watch(self) -> None:
+        self.watches += 1
+
+
+def test_a_watch_the_server_ends_at_once_is_reopened_after_a_growing_pause() -> None:
+    informer = EndedAtOnce(None, DEPLOYMENTS, backoff_s=(0.5, 30.0))  # type: ignore[arg-type]
+    pauses: list[float] = []
+    informer._stopping = StopAfter(pauses, 5)  # type: ignore[assignment]
+    informer._run()
+    assert informer.lists == 1 and informer.watches == 5  # no relist: the watches did not fail
+    for pause, ceiling in zip(pauses, [0.5, 1.0, 2.0, 4.0, 8.0], strict=True):
+        assert ceiling / 2 <= pause <= ceiling
