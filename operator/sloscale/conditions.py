@@ -90,6 +90,12 @@ def set_condition(
     conditions: Sequence[Condition], update: ConditionUpdate, now: datetime, generation: int | None
 ) -> list[Condition]:
     """`conditions` with `update` applied; the transition time is kept while the status holds."""
+    return sorted(_applied(conditions, update, now, generation), key=_order)
+
+
+def _applied(
+    conditions: Sequence[Condition], update: ConditionUpdate, now: datetime, generation: int | None
+) -> list[Condition]:
     previous = next((c for c in conditions if c.type == update.type), None)
     since = previous.last_transition_time if previous and previous.status == update.status else now
     new = Condition(
@@ -100,8 +106,7 @@ def set_condition(
         last_transition_time=since,
         observed_generation=generation,
     )
-    kept = [c for c in conditions if c.type != update.type]
-    return sorted([*kept, new], key=_order)
+    return [*(c for c in conditions if c.type != update.type), new]
 
 
 def set_conditions(
@@ -112,14 +117,16 @@ def set_conditions(
 ) -> list[Condition]:
     result = list(conditions)
     for update in updates:
-        result = set_condition(result, update, now, generation)
-    return result
+        result = _applied(result, update, now, generation)
+    return sorted(result, key=_order)  # once: this runs for every service on every tick
+
+
+_RANK = {kind.value: rank for rank, kind in enumerate(ConditionType)}
 
 
 def _order(condition: Condition) -> int:
     """Ready first, then the documented order; unknown types (from elsewhere) last."""
-    types = list(ConditionType)
-    return types.index(ConditionType(condition.type)) if condition.type in types else len(types)
+    return _RANK.get(str(condition.type), len(_RANK))
 
 
 def _status(flag: bool) -> ConditionStatus:
