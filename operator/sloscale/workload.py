@@ -58,7 +58,6 @@ from sloscale.scaling.snapshot import WorkloadObservation
 
 TEMPLATE_HASH_ANNOTATION = "sloscale.dev/template-hash"
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
-CRASH_LOOP_RESTARTS = 2  # a pod not ready after this many restarts is crash-looping
 COLD_START_ALLOWANCE = 2.0  # a pod not ready this many cold starts after it was created is stuck
 BATCH_FLAG = "--max-num-seqs"
 CONTAINER_NAME = "vllm"
@@ -410,12 +409,13 @@ def pod_trouble(pods: list[dict[str, Any]], now: float, allowance_s: float) -> P
         )
         marks = (_time(meta.get("creationTimestamp")), _time(ready.get("lastTransitionTime")))
         since = max((t.timestamp() for t in marks if t is not None), default=None)
+        # A container that ended during this unready spell (one whose kubelet does not say when
+        # counts), so that the pod stays named between its back-offs while it runs again.
         # restartCount is for the pod's life: old restarts of a pod that served for days do not
-        # make a readiness blip a crash loop. A container must have ended during this unready
-        # spell (one whose kubelet does not say when counts).
+        # make a readiness blip a crash loop.
         ended = [_last_exit(c) for c in containers if int(c.get("restartCount") or 0)]
         looping = any(t is None or since is None or t.timestamp() >= since for t in ended)
-        if backoff or (restarts >= CRASH_LOOP_RESTARTS and looping):
+        if backoff or looping:
             crashing.append((meta["name"], restarts))
             continue
         if since is not None and now - since > allowance_s:

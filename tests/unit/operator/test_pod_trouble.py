@@ -69,15 +69,20 @@ def pod(
     }
 
 
-def test_a_pod_restarting_or_in_back_off_while_not_ready_is_crash_looping() -> None:
+def test_a_pod_restarted_during_its_unready_spell_or_in_back_off_is_crash_looping() -> None:
     pods = [
         pod("restarted-twice", age_s=5, restarts=2),
         pod("backing-off", age_s=5, restarts=1, waiting="CrashLoopBackOff"),
-        pod("restarted-once", age_s=5, restarts=1),  # one restart: not yet a loop
+        pod("restarted-once", age_s=5, restarts=1),  # running again between back-offs
+        pod("restarted-before-this-spell", age_s=500, restarts=1, unready_for_s=5, last_exit_s=50),
         pod("ready-after-restarts", age_s=500, ready=True, restarts=7),
     ]
     trouble = pod_trouble(pods, NOW, allowance_s=60)
-    assert trouble.crash_looping == (("backing-off", 1), ("restarted-twice", 2))
+    assert trouble.crash_looping == (
+        ("backing-off", 1),
+        ("restarted-once", 1),
+        ("restarted-twice", 2),
+    )
     assert trouble.not_ready == ()
 
 
