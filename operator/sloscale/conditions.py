@@ -161,8 +161,10 @@ def decision_conditions(
     replicas: int,
     advisory: bool,
     scale_error: str | None = None,
+    trouble: PodTrouble | None = None,
 ) -> list[ConditionUpdate]:
-    """The conditions one decision implies. `scale_error` is the API's refusal of the last write."""
+    """The conditions one decision implies. `scale_error` is the API's refusal of the last write;
+    `trouble` the pods that crash-loop or never become ready (`Ready` names them)."""
     met = decision.objective.met
     if not decision.metrics_available:
         held = ConditionUpdate(
@@ -206,7 +208,7 @@ def decision_conditions(
     limited = decision.scaling_limited
     infeasible = decision.infeasible
     return [
-        workload_ready(ready=ready, replicas=replicas),
+        workload_ready(ready=ready, replicas=replicas, trouble=trouble),
         ConditionUpdate(
             ConditionType.METRICS_AVAILABLE,
             _status(decision.metrics_available),
@@ -290,20 +292,6 @@ def _pods(n: int) -> str:
 def _names(named: list[str]) -> str:
     more = len(named) - NAMED_PODS
     return ", ".join(named[:NAMED_PODS]) + (f" and {more} more" if more > 0 else "")
-
-
-def restate(
-    built: Sequence[Condition],
-    previous: Sequence[Condition],
-    update: ConditionUpdate,
-    now: datetime,
-    generation: int | None,
-) -> list[Condition]:
-    """`built` (this tick's conditions, set over `previous`) with `update` set in its place, its
-    transition time judged against `previous`, as if it had been set with the others."""
-    before = [c for c in previous if c.type == update.type]
-    others = [c for c in built if c.type != update.type]
-    return sorted([*others, *set_condition(before, update, now, generation)], key=_order)
 
 
 def blocked_conditions(reason: Reason, message: str) -> list[ConditionUpdate]:

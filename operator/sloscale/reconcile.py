@@ -37,13 +37,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from sloscale.conditions import (
-    BLOCKING_REASONS,
-    Reason,
-    blocked_conditions,
-    restate,
-    workload_ready,
-)
+from sloscale.conditions import BLOCKING_REASONS, Reason, blocked_conditions
 from sloscale.events import Event, EventReason, EventType, condition_events, lever_events
 from sloscale.informers import WorkloadCache
 from sloscale.kube import MERGE_PATCH, KubeApi, error_message
@@ -299,16 +293,11 @@ class ServiceReconciler:
             advisory=spec.advisory,
             generation=generation,
             now=now,
+            # Ready names the pods that crash-loop or never become ready.
+            trouble=pod_trouble(
+                pods, now, cold_start_allowance(policy.cold_start_s, decision.cold_start_s)
+            ),
         )
-        # Ready names the pods that crash-loop or never become ready (status.py counts them only).
-        trouble = pod_trouble(
-            pods, now, cold_start_allowance(policy.cold_start_s, decision.cold_start_s)
-        )
-        ready = workload_ready(ready=seen.ready, replicas=applied.replicas, trouble=trouble)
-        conditions = restate(
-            status.conditions, memory.status.conditions, ready, to_time(now), generation
-        )
-        status = status.model_copy(update={"conditions": conditions})
         status = _carry_unwritten(status, memory.status, memory.unwritten)
         previous = memory.status
         events += lever_events(

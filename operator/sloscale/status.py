@@ -22,7 +22,12 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sloscale.conditions import ConditionUpdate, decision_conditions, set_conditions
+from sloscale.conditions import (
+    ConditionUpdate,
+    PodTrouble,
+    decision_conditions,
+    set_conditions,
+)
 from sloscale.resource import (
     BatchStatus,
     InferenceServiceStatus,
@@ -102,6 +107,7 @@ def build_status(
     advisory: bool,
     generation: int | None,
     now: float,
+    trouble: PodTrouble | None = None,
 ) -> InferenceServiceStatus:
     moment = to_time(now)
     scaled = applied.replicas != seen.replicas
@@ -143,6 +149,7 @@ def build_status(
         replicas=applied.replicas,
         advisory=advisory,
         scale_error=applied.scale_error,
+        trouble=trouble,
     )
     return InferenceServiceStatus(
         observed_generation=generation,

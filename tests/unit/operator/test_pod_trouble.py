@@ -13,18 +13,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from test_status import enforce
 
 from sloscale.conditions import (
     ConditionType,
     ConditionUpdate,
     PodTrouble,
     Reason,
-    restate,
     set_conditions,
     workload_ready,
 )
 from sloscale.events import Event, EventReason, EventType, condition_events
 from sloscale.informers import trim_pod
+from sloscale.status import to_time
 from sloscale.workload import cold_start_allowance, pod_trouble
 
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
@@ -181,35 +182,24 @@ def test_without_trouble_ready_counts_replicas_as_before() -> None:
     assert workload_ready(ready=0, replicas=0, trouble=PodTrouble()).reason == Reason.SCALED_TO_ZERO
 
 
-def test_restating_ready_keeps_its_transition_time_while_it_stays_false() -> None:
-    stuck = workload_ready(
-        ready=1, replicas=2, trouble=PodTrouble(not_ready=(("b", 9),), allowance_s=4)
-    )
-    later = T0 + timedelta(seconds=30)
-    before = set_conditions([], [stuck], T0, 1)
-    # This tick's conditions were built from the counts alone (1 ready: Serving, True, now) ...
-    built = set_conditions(
-        before,
-        [
-            workload_ready(ready=1, replicas=2),
-            ConditionUpdate(ConditionType.METRICS_AVAILABLE, "True", "Fresh", "ok"),
-        ],
-        later,
-        1,
-    )
-    again = workload_ready(
-        ready=1, replicas=2, trouble=PodTrouble(not_ready=(("b", 39),), allowance_s=4)
-    )
-    restated = {c.type: c for c in restate(built, before, again, later, 1)}
-    # ... and restated against the previous status: still False since T0, not flipped back and forth.
-    assert restated["Ready"].status == "False"
-    assert restated["Ready"].last_transition_time == T0
-    assert restated["Ready"].message.endswith("b (39s)")
-    assert restated["MetricsAvailable"].last_transition_time == later
-    assert [c.type for c in restate(built, before, again, later, 1)] == [
-        "Ready",
-        "MetricsAvailable",
-    ]
+def test_ready_keeps_its_transition_time_while_pods_stay_in_trouble() -> None:
+    # Ready comes out of the same status build as the other conditions, trouble and all.
+    first = enforce(now=NOW, trouble=PodTrouble(not_ready=(("b", 9),), allowance_s=4))
+    again = {
+        c.type: c
+        for c in enforce(
+            first,
+            now=NOW + 30,
+            trouble=PodTrouble(not_ready=(("b", 39),), allowance_s=4),
+        ).conditions
+    }
+    # Still False since the first tick, not flipped back and forth, with this tick's numbers.
+    assert again["Ready"].status == "False" and again["Ready"].reason == Reason.PODS_NOT_READY
+    assert again["Ready"].last_transition_time == to_time(NOW)
+    assert again["Ready"].message.endswith("b (39s)")
+    assert list(again)[0] == "Ready"  # first, as every condition list is ordered
+    served = {c.type: c for c in enforce(first, now=NOW + 60).conditions}["Ready"]
+    assert served.status == "True" and served.last_transition_time == to_time(NOW + 60)
 
 
 def test_a_warning_names_the_pods_once_per_new_reason() -> None:
