@@ -320,6 +320,7 @@ def _serve(
 # than the decoder recurses, both escaped `fetch` as exceptions.
 @example(plan=Plan(breakage=("le_not_a_string", "ttft", 1)))
 @example(plan=Plan(breakage=None, whole=("deep_nesting", "waiting")))
+@example(plan=Plan(breakage=("never_seen", "pods", 0), whole=("deep_nesting", "pod_in_flight")))
 @settings(
     max_examples=60,
     deadline=None,
@@ -333,7 +334,10 @@ def test_any_answer_gives_one_result_per_service_and_only_the_broken_one_holds(
     results = source.fetch(SERVICES, NOW)  # must not raise, whatever was served
 
     assert sorted(results) == sorted(SERVICES)
-    if plan.whole is not None:
+    # A broken per-pod query costs only the per-pod reading (it orders scale-down victims);
+    # any other query broken as a whole is an outage for every service.
+    per_pod_lost = plan.whole is not None and plan.whole[1] == promql.POD_IN_FLIGHT
+    if plan.whole is not None and not per_pod_lost:
         for result in results.values():
             assert isinstance(result, MetricsUnavailable), result
             assert result.reason in (Unavailability.QUERY_FAILED, Unavailability.MALFORMED)
@@ -351,7 +355,8 @@ def test_any_answer_gives_one_result_per_service_and_only_the_broken_one_holds(
             assert math.isfinite(result.requests_per_s) and result.waiting == 3.0
             # The per-pod reading is optional: noise never breaks it, a fault leaves it empty.
             assert isinstance(result, ServiceSnapshot)
-            assert result.in_flight_by_pod == {p: float(v) for p, v in IN_FLIGHT.items()}
+            in_flight = {} if per_pod_lost else {p: float(v) for p, v in IN_FLIGHT.items()}
+            assert result.in_flight_by_pod == in_flight
 
 
 def test_every_query_was_answered_by_the_plan(
