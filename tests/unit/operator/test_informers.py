@@ -393,6 +393,9 @@ def test_a_cache_whose_list_keeps_failing_goes_stale_and_says_so_once(
         eventually(lambda: cache.deployment(NS, "a"), "the Deployment in the cache")
         informer = next(i for i in cache.informers() if i.path.endswith("/deployments"))
         assert gauges(collector)["sloscale_informer_fresh"][("deployments", NS)] == 1.0
+        # Both watches open (deployments and pods) before the fault: a watch still opening
+        # when it lands would be refused, leaving no watch to cut.
+        eventually(lambda: server.faults.open_watches() == 2, "both watches open")
 
         # The watch breaks and every LIST after it fails: first still served (a relist usually
         # follows at once), then stale, and readers are sent to the API.
